@@ -1,0 +1,192 @@
+"""pilot's own workflow format (YAML or JSON), read into a :class:`JobGraph` and written back.
+
+Indicative file::
+
+    name: demo
+    defaults: {cores: 1, memory: 2GB, walltime: 10m, retries: 2}
+    jobs:
+      - {name: isr-1, label: isr, command: "python -m mypkg.isr --visit 1", memory: 4GB}
+      - {name: sum, label: summary, function: "mypkg.stats:summarize", args: [1], after: [isr-1]}
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from executor.errors import GraphError
+from executor.graph import Job, JobGraph, default_label
+from executor.units import parse_duration, parse_memory
+
+WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs")
+JOB_KEYS = (
+    "name", "label", "command", "function", "args", "kwargs", "after",
+    "cores", "memory", "walltime", "retries", "environment",
+)  # fmt: skip
+DEFAULT_KEYS = ("label", "cores", "memory", "walltime", "retries", "environment")
+
+
+def _unknown_key(key: object, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+    return f"unknown key {key!r}; {hint}"
+
+
+def graph_from_dict(
+    data: Any, *, source: str = "<workflow>", base_dir: Path | None = None
+) -> JobGraph:
+    """Build and validate a graph from the parsed file contents.
+
+    Every problem is collected and raised together in one :class:`GraphError`.
+    ``base_dir`` resolves a relative ``workdir`` (the workflow file's directory).
+    """
+    if not isinstance(data, Mapping):
+        raise GraphError(
+            f"{source}: a workflow must be a mapping with 'name' and 'jobs', "
+            f"not {type(data).__name__}"
+        )
+    problems = [f"{source}: {_unknown_key(k, WORKFLOW_KEYS)}" for k in data if k not in WORKFLOW_KEYS]
+    name = data.get("name") or (Path(source).stem if source else "workflow")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        problems.append(f"{source}: defaults: must be a mapping such as {{cores: 1, memory: 2GB}}")
+        defaults = {}
+    problems += [
+        f"{source}: defaults: {_unknown_key(k, DEFAULT_KEYS)}" for k in defaults if k not in DEFAULT_KEYS
+    ]
+    raw_jobs = data.get("jobs")
+    if not isinstance(raw_jobs, list) or not raw_jobs:
+        problems.append(f"{source}: jobs: must be a non-empty list of jobs")
+        raw_jobs = []
+    workdir = _workdir(data.get("workdir"), base_dir)
+
+    jobs: list[Job] = []
+    where: dict[str, str] = {}
+    for index, raw in enumerate(raw_jobs):
+        line = getattr(raw, "line", 0)
+        place = f"{source}:{line}" if line else f"{source} (job #{index + 1})"
+        if not isinstance(raw, Mapping):
+            problems.append(f"{place}: each job must be a mapping with a 'name'")
+            continue
+        job_name = raw.get("name")
+        if not isinstance(job_name, str) or not job_name:
+            problems.append(f"{place}: job #{index + 1}: name: every job needs a 'name' (a string)")
+            continue
+        where[job_name] = place
+        job, job_problems = _job_from_mapping(raw, defaults)
+        problems += [f"{place}: job {job_name!r}: {p}" for p in job_problems]
+        if job is not None:
+            jobs.append(job)
+    if problems:
+        raise GraphError(f"{len(problems)} problem(s) in {source}", problems)
+    return JobGraph(str(name), jobs, workdir=workdir, source=source, where=where)
+
+
+def _workdir(value: object, base_dir: Path | None) -> Path | None:
+    if value is None:
+        return base_dir.resolve() if base_dir else None
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path.resolve()
+
+
+def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Job | None, list[str]]:
+    problems = [_unknown_key(k, JOB_KEYS) for k in raw if k not in JOB_KEYS]
+    merged = {**defaults, **raw}
+    environment = {**(defaults.get("environment") or {}), **(raw.get("environment") or {})}
+    values: dict[str, Any] = {}
+
+    def convert(key: str, parse) -> None:
+        if merged.get(key) is None:
+            return
+        try:
+            values[key] = parse(merged[key])
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+
+    convert("memory", parse_memory)
+    convert("walltime", parse_duration)
+    command = merged.get("command")
+    if isinstance(command, list):
+        command = tuple(command)
+    after = merged.get("after") or []
+    if isinstance(after, str):
+        after = [after]
+    if not isinstance(after, list):
+        problems.append("after: must be a list of job names")
+        after = []
+    args = merged.get("args") or []
+    kwargs = merged.get("kwargs") or {}
+    if not isinstance(args, list):
+        problems.append("args: must be a list")
+        args = []
+    if not isinstance(kwargs, Mapping):
+        problems.append("kwargs: must be a mapping")
+        kwargs = {}
+    name = str(raw["name"])
+    label = merged.get("label") or default_label(name)
+    if problems:
+        return None, problems
+    job = Job(
+        name=name,
+        label=str(label),
+        command=command,
+        function=merged.get("function"),
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        after=tuple(str(a) for a in after),
+        cores=merged.get("cores", 1),
+        memory=values.get("memory"),
+        walltime=values.get("walltime"),
+        retries=merged.get("retries", 0),
+        environment=environment,
+    )
+    return job, []
+
+
+def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
+    """The graph in the native format, every field explicit; read back by :func:`graph_from_dict`.
+
+    The run directory keeps this copy so a restart runs exactly what was submitted.
+    """
+    jobs = []
+    for job in graph:
+        entry: dict[str, Any] = {"name": job.name, "label": job.label}
+        if job.function:
+            entry["function"] = job.function
+            if job.args:
+                entry["args"] = list(job.args)
+            if job.kwargs:
+                entry["kwargs"] = dict(job.kwargs)
+        else:
+            entry["command"] = list(job.command) if isinstance(job.command, tuple) else job.command
+        if job.after:
+            entry["after"] = list(job.after)
+        entry["cores"] = job.cores
+        if job.memory is not None:
+            entry["memory"] = job.memory
+        if job.walltime is not None:
+            entry["walltime"] = job.walltime
+        entry["retries"] = job.retries
+        if job.environment:
+            entry["environment"] = dict(job.environment)
+        jobs.append(entry)
+    data: dict[str, Any] = {"name": graph.name, "jobs": jobs}
+    if graph.workdir is not None:
+        data["workdir"] = str(graph.workdir)
+    return data
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot read the workflow file: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise GraphError(
+            f"{path}: JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc

@@ -1,0 +1,295 @@
+"""Jobs and the immutable graph they form: validation, order, and shape.
+
+A :class:`JobGraph` is built once, validated as a whole (every problem is reported,
+not just the first), and never changes afterwards; the driver keeps run-time state
+elsewhere (:mod:`executor.scheduling`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from executor.errors import GraphError
+
+# Job names become directory names under the run's log directory, so they may not
+# contain path separators, whitespace or start with a dot.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=,-]{0,199}$")
+_FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_TRAILING_INDEX = re.compile(r"[-_.]?\d+$")
+
+
+def default_label(name: str) -> str:
+    """The label a job gets when it has none: its name without a trailing index."""
+    return _TRAILING_INDEX.sub("", name) or name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Job:
+    """One node of the graph: a shell command or a Python function, and what it needs.
+
+    ``memory`` is in megabytes and ``walltime`` in seconds; ``None`` means "not set".
+    """
+
+    name: str
+    label: str
+    command: str | tuple[str, ...] | None = None
+    function: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    cores: int = 1
+    memory: int | None = None
+    walltime: float | None = None
+    retries: int = 0
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "function" if self.function else "shell"
+
+    def describe(self) -> str:
+        """The command a person would type to run this job by hand."""
+        if self.function:
+            return f"{self.function}(*{list(self.args)!r}, **{dict(self.kwargs)!r})"
+        if isinstance(self.command, tuple):
+            import shlex
+
+            return shlex.join(self.command)
+        return str(self.command)
+
+
+def check_job(job: Job) -> list[str]:
+    """Problems with one job taken alone (not its edges), as ``field: message`` strings."""
+    problems = []
+    if not _NAME_RE.match(job.name):
+        problems.append(
+            f"name: {job.name!r} is not a valid job name; use letters, digits and _.:@+=,- "
+            "(no '/', spaces or leading '.'; at most 200 characters)"
+        )
+    if (job.command is None) == (job.function is None):
+        which = "both" if job.command is not None else "neither"
+        problems.append(
+            f"command/function: job has {which} of 'command' and 'function'; give exactly one"
+        )
+    if job.command is not None:
+        if isinstance(job.command, tuple):
+            if not job.command or not all(isinstance(a, str) for a in job.command):
+                problems.append("command: a command list must be a non-empty list of strings")
+        elif not isinstance(job.command, str) or not job.command.strip():
+            problems.append("command: must be a non-empty string (run by bash) or list (argv)")
+    if job.function is not None and not _FUNCTION_RE.match(str(job.function)):
+        problems.append(
+            f"function: {job.function!r} must look like 'package.module:callable'"
+        )
+    if (job.args or job.kwargs) and job.function is None:
+        problems.append("args/kwargs: only a 'function' job takes args and kwargs")
+    if not isinstance(job.cores, int) or isinstance(job.cores, bool) or job.cores < 1:
+        problems.append(f"cores: {job.cores!r} must be a whole number of at least 1")
+    if not isinstance(job.retries, int) or isinstance(job.retries, bool) or job.retries < 0:
+        problems.append(f"retries: {job.retries!r} must be a whole number of 0 or more")
+    for key, value in job.environment.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            problems.append(f"environment: {key!r} is not a valid variable name")
+        elif not isinstance(value, str):
+            problems.append(f"environment: {key} must be a string; quote it")
+    return problems
+
+
+class JobGraph:
+    """An immutable, validated directed acyclic graph of jobs.
+
+    Parameters
+    ----------
+    name
+        The workflow's name.
+    jobs
+        The jobs, in the order they were written.
+    workdir
+        Directory jobs run in; ``None`` means the directory the run is started from.
+    source
+        File the graph came from, for messages only.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        jobs: Iterable[Job],
+        *,
+        workdir: Path | None = None,
+        source: str | None = None,
+        where: Mapping[str, str] | None = None,
+    ):
+        self.name = name
+        self.workdir = workdir
+        self.source = source
+        job_list = list(jobs)
+        where = where or {}
+        problems = _graph_problems(job_list, source, where)
+        if problems:
+            raise GraphError(
+                f"{len(problems)} problem(s) in workflow {source or name!r}", problems
+            )
+        self._jobs: dict[str, Job] = {job.name: job for job in job_list}
+        children: dict[str, list[str]] = {name: [] for name in self._jobs}
+        for job in job_list:
+            for parent in job.after:
+                children[parent].append(job.name)
+        self._children = {name: tuple(kids) for name, kids in children.items()}
+        cycle = _find_cycle(self._jobs, self._children)
+        if cycle:
+            where_text = f"{source}: " if source else ""
+            raise GraphError(
+                f"{where_text}the graph has a cycle: {' -> '.join(cycle)}; "
+                "remove one of these 'after' edges",
+            )
+
+    # -- access -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __iter__(self):
+        return iter(self._jobs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __getitem__(self, name: str) -> Job:
+        return self._jobs[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._jobs)
+
+    def parents(self, name: str) -> tuple[str, ...]:
+        return self._jobs[name].after
+
+    def children(self, name: str) -> tuple[str, ...]:
+        return self._children[name]
+
+    def roots(self) -> list[str]:
+        return [name for name, job in self._jobs.items() if not job.after]
+
+    def leaves(self) -> list[str]:
+        return [name for name, kids in self._children.items() if not kids]
+
+    def labels(self) -> Counter[str]:
+        """Jobs per label, in the order labels first appear."""
+        return Counter(job.label for job in self._jobs.values())
+
+    def edges(self) -> list[tuple[str, str]]:
+        return [(parent, job.name) for job in self._jobs.values() for parent in job.after]
+
+    # -- order and shape --------------------------------------------------------
+    def topological_order(self) -> list[str]:
+        """Every job after all its parents; ties broken by the order jobs were written."""
+        position = {name: i for i, name in enumerate(self._jobs)}
+        waiting = {name: len(set(job.after)) for name, job in self._jobs.items()}
+        heap = [position[name] for name, count in waiting.items() if count == 0]
+        heapq.heapify(heap)
+        order: list[str] = []
+        names = list(self._jobs)
+        while heap:
+            name = names[heapq.heappop(heap)]
+            order.append(name)
+            for child in set(self._children[name]):
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    heapq.heappush(heap, position[child])
+        return order
+
+    def descendants(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self._children[name])
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self._children[current])
+        return seen
+
+    def depths(self) -> dict[str, int]:
+        """Jobs on the longest path from each job to a leaf, counting the job itself.
+
+        The driver starts deeper jobs first so that long chains are not left for last.
+        """
+        depth: dict[str, int] = {}
+        for name in reversed(self.topological_order()):
+            depth[name] = 1 + max((depth[c] for c in self._children[name]), default=0)
+        return depth
+
+    def longest_chain(self) -> list[str]:
+        """The longest path through the graph, counted in jobs."""
+        if not self._jobs:
+            return []
+        depth = self.depths()
+        current = max(self.roots(), key=lambda n: depth[n])
+        chain = [current]
+        while self._children[current]:
+            current = max(self._children[current], key=lambda n: depth[n])
+            chain.append(current)
+        return chain
+
+
+def _graph_problems(jobs: Sequence[Job], source: str | None, where: Mapping[str, str]) -> list[str]:
+    """Every problem of the jobs and their edges, each naming the place and the job."""
+
+    def at(name: str) -> str:
+        place = where.get(name) or source
+        return f"{place}: job {name!r}" if place else f"job {name!r}"
+
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for job in jobs:
+        problems.extend(f"{at(job.name)}: {p}" for p in check_job(job))
+        if job.name in seen:
+            problems.append(
+                f"{at(job.name)}: name: duplicate job name (also job #{seen[job.name] + 1}); "
+                "job names must be unique"
+            )
+        else:
+            seen[job.name] = len(seen)
+    import difflib
+
+    for job in jobs:
+        for parent in job.after:
+            if parent == job.name:
+                problems.append(f"{at(job.name)}: after: a job cannot run after itself")
+            elif parent not in seen:
+                close = difflib.get_close_matches(parent, list(seen), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(f"{at(job.name)}: after: no job named {parent!r}{hint}")
+    return problems
+
+
+def _find_cycle(jobs: Mapping[str, Job], children: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """A cycle as a list of names that starts and ends with the same job, or ``[]``."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(jobs, white)
+    for start in jobs:
+        if colour[start] != white:
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            node, index = stack.pop()
+            if index == 0:
+                colour[node] = grey
+                path.append(node)
+            kids = children[node]
+            if index < len(kids):
+                stack.append((node, index + 1))
+                kid = kids[index]
+                if colour[kid] == grey:
+                    return path[path.index(kid) :] + [kid]
+                if colour[kid] == white:
+                    stack.append((kid, 0))
+            else:
+                colour[node] = black
+                path.pop()
+    return []

@@ -1,0 +1,61 @@
+"""The facts behind ``pilot report``: plain dicts, shared by the text and JSON outputs."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from executor.states import JOB_STATES
+from executor.store import Store
+from executor.store.queries import failed_jobs, get_run, run_summary
+
+
+def tail(path: str | None, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (empty if it is missing)."""
+    if not path or lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            last = deque(handle, maxlen=lines)
+    except OSError:
+        return []
+    return [line.decode("utf-8", "replace").rstrip("\n") for line in last]
+
+
+def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str, Any]:
+    """Per-label counts with the expected total, and every failed job with its stderr tail."""
+    run = get_run(store, run_id)
+    summary = run_summary(store, run)
+    labels = {
+        label: {**counts, "expected": sum(counts.values())}
+        for label, counts in summary["labels"].items()
+    }
+    failures = []
+    for row in failed_jobs(store, run["id"]):
+        failures.append(
+            {
+                "job": row["name"],
+                "label": row["label"],
+                "attempts": row["attempts"],
+                "exit_code": row["exit_code"],
+                "signal": row["signal"],
+                "failure_class": row["failure_class"],
+                "message": row["message"],
+                "command": row["command"],
+                "host": row["host"],
+                "stderr": row["stderr"],
+                "stderr_tail": tail(row["stderr"], tail_lines),
+            }
+        )
+    return {
+        "run": summary["run"],
+        "name": summary["name"],
+        "state": summary["state"],
+        "site": summary["site"],
+        "states": list(JOB_STATES),
+        "labels": labels,
+        "jobs": {**summary["jobs"], "expected": run["n_jobs"]},
+        "failed": failures,
+        "run_dir": str(Path(run["run_dir"])),
+    }

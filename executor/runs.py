@@ -1,0 +1,253 @@
+"""Start, resume and run runs: the glue between a graph, the store and the driver.
+
+A run directory (``runs/<id>/``) keeps everything a restart needs, so a restart works
+from any directory and with any environment: the workflow as submitted
+(``workflow.json``), the site (``site.json``) and the submit-time environment
+(``environment.json``, readable by its owner only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from executor._version import __version__
+from executor.driver import Driver, Progress, RunContext, pid_start_time
+from executor.formats.native import graph_from_dict, graph_to_dict
+from executor.graph import JobGraph
+from executor.sites import backend_class, get_site
+from executor.sites.base import SiteConfig
+from executor.states import RunState
+from executor.store import Locations, Store, locate
+from executor.store.queries import get_run
+from executor.store.recorder import RunRecorder, claim_for_restart, create_run
+
+
+def new_run_id() -> str:
+    """Sortable by time, readable, and unique enough for one database."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _driver_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": pid_start_time()}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _site_to_dict(site: SiteConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(site)
+    data["backend"] = site.backend
+    return data
+
+
+def _site_from_dict(data: dict[str, Any]) -> SiteConfig:
+    data = dict(data)
+    return backend_class(data.pop("backend"))(**data)
+
+
+def start_run(
+    graph: JobGraph, site: SiteConfig, store: Store, locations: Locations, *, source: Path | None = None
+) -> RunContext:
+    """Record a new run (all jobs pending) and lay out its directory."""
+    run_id = new_run_id()
+    run_dir = locations.run_dir(run_id)
+    run_dir.mkdir(parents=True, mode=0o750)
+    workdir = graph.workdir or Path.cwd()
+    workflow = graph_to_dict(graph)
+    workflow["workdir"] = str(workdir)
+    workflow_text = json.dumps(workflow, indent=1, sort_keys=True)
+    (run_dir / "workflow.json").write_text(workflow_text)
+    if source is not None:
+        shutil.copyfile(source, run_dir / f"submitted{source.suffix}")
+    (run_dir / "site.json").write_text(json.dumps(_site_to_dict(site), indent=1))
+    _write_private(run_dir / "environment.json", json.dumps(dict(os.environ)))
+    run = {
+        "id": run_id,
+        "name": graph.name,
+        "owner": getpass.getuser(),
+        "site": site.name,
+        "state": RunState.RUNNING.value,
+        "n_jobs": len(graph),
+        "workflow_source": str(source.resolve()) if source else None,
+        "workflow_copy": str(run_dir / "workflow.json"),
+        "workflow_hash": hashlib.sha256(workflow_text.encode()).hexdigest(),
+        "run_dir": str(run_dir),
+        "workdir": str(workdir),
+        "created": time.time(),
+        "started": time.time(),
+        "heartbeat": time.time(),
+        "pilot_version": __version__,
+        **_driver_identity(),
+    }
+    create_run(store, run, ((job.name, job.label, job.describe()) for job in graph))
+    return _context(run_id, run_dir, workdir)
+
+
+def _context(run_id: str, run_dir: Path, workdir: Path) -> RunContext:
+    return RunContext(
+        run_id=run_id, run_dir=run_dir, workdir=workdir, environment_file=run_dir / "environment.json"
+    )
+
+
+@dataclass(frozen=True)
+class Resumed:
+    graph: JobGraph
+    site: SiteConfig
+    context: RunContext
+    succeeded: frozenset[str]
+    attempts: dict[str, int]
+    to_run: int
+
+
+def resume_run(store: Store, run_id: str) -> Resumed:
+    """Take over a run that ended (or whose driver died) so its unfinished jobs run again.
+
+    Everything comes from the run directory and the database; nothing from the
+    current directory or environment. Raises :class:`RunStateError` when the run's
+    driver is still alive.
+    """
+    run = get_run(store, run_id)
+    run_dir = Path(run["run_dir"])
+    workflow = json.loads(Path(run["workflow_copy"]).read_text())
+    graph = graph_from_dict(workflow, source=run["workflow_copy"])
+    site = _site_from_dict(json.loads((run_dir / "site.json").read_text()))
+    to_run = claim_for_restart(store, run["id"], _driver_identity())
+    rows = store.query("SELECT name, state, attempts FROM jobs WHERE run_id = ?", [run["id"]])
+    return Resumed(
+        graph=graph,
+        site=site,
+        context=_context(run["id"], run_dir, Path(run["workdir"])),
+        succeeded=frozenset(r["name"] for r in rows if r["state"] == "succeeded"),
+        attempts={r["name"]: r["attempts"] for r in rows},
+        to_run=len(to_run),
+    )
+
+
+def drive(
+    store: Store,
+    graph: JobGraph,
+    site: SiteConfig,
+    context: RunContext,
+    *,
+    succeeded: frozenset[str] = frozenset(),
+    attempts: dict[str, int] | None = None,
+    on_progress: Progress | None = None,
+    on_start: Callable[[Driver], None] | None = None,
+) -> RunState:
+    """Run until every job is final or the run is cancelled; return the final state."""
+    recorder = RunRecorder(store, context.run_id)
+    driver = Driver(
+        graph, site, context, recorder,
+        succeeded=succeeded, attempts_so_far=attempts, on_progress=on_progress,
+    )  # fmt: skip
+    with driver.signals_cancel():
+        try:
+            with driver:
+                if on_start is not None:
+                    on_start(driver)
+                return driver.run()
+        except BaseException as exc:
+            # Never leave the run "running" with no driver: say why it stopped.
+            if isinstance(exc, KeyboardInterrupt):
+                recorder.run_state(RunState.CANCELLED, message="interrupted")
+            else:
+                recorder.run_state(RunState.FAILED, message=f"driver error: {exc}")
+            raise
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns."""
+
+    run_id: str
+    state: RunState
+    run_dir: Path
+
+
+def run(
+    workflow: JobGraph | Any,
+    *,
+    site: str | SiteConfig | None = None,
+    db: str | os.PathLike | None = None,
+) -> RunResult:
+    """Run a workflow to the end from Python and return its id and final state.
+
+    ``workflow`` is a :class:`JobGraph`, a :class:`~executor.workflow.Workflow` or a
+    path to a workflow file. Results land in the same database ``pilot status`` reads.
+    """
+    from executor.formats import load_workflow
+
+    source = None
+    if isinstance(workflow, (str, os.PathLike)):
+        source = Path(workflow)
+        graph = load_workflow(source)
+    elif isinstance(workflow, JobGraph):
+        graph = workflow
+    else:
+        graph = workflow.build()
+    site_config = site if isinstance(site, SiteConfig) else get_site(site)
+    locations = locate(db)
+    with Store(locations.db) as store:
+        context = start_run(graph, site_config, store, locations, source=source)
+        state = drive(store, graph, site_config, context)
+    return RunResult(run_id=context.run_id, state=state, run_dir=context.run_dir)
+
+
+def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
+    """Cancel a run started anywhere; return its state afterwards.
+
+    A live driver is asked to stop (SIGTERM on this host; the run's cancel marker on
+    another) and given ``wait`` seconds to record the cancel. A run whose driver is
+    gone is marked cancelled directly.
+    """
+    import signal
+
+    from executor.store.queries import driver_alive, effective_state
+
+    run = get_run(store, run_id)
+    if run["state"] != RunState.RUNNING.value:
+        return run["state"]
+    if driver_alive(run):
+        (Path(run["run_dir"]) / "cancel").touch()
+        if run["host"] == socket.gethostname():
+            try:
+                os.kill(run["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            state = effective_state(get_run(store, run["id"]))
+            if state != RunState.RUNNING.value:
+                return state
+            time.sleep(0.2)
+        return RunState.RUNNING.value
+    now = time.time()
+
+    def write(conn) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = 'cancelled', updated = ? WHERE run_id = ? "
+            "AND state IN ('pending', 'ready', 'running')",
+            (now, run["id"]),
+        )
+        conn.execute(
+            "UPDATE runs SET state = 'cancelled', ended = ?, message = ? WHERE id = ?",
+            (now, "cancelled after its driver was lost", run["id"]),
+        )
+
+    store.write(write)
+    return RunState.CANCELLED.value

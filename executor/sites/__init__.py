@@ -1,0 +1,61 @@
+"""Find sites by name: backends in one registry, site files on a search path.
+
+``local`` needs no file. Other sites are YAML files found, in order, in
+``./site_configs/``, ``~/.config/pilot/sites/``, or given as a path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from executor.errors import ConfigError
+from executor.sites.base import SiteConfig
+
+__all__ = ["SiteConfig", "backends", "get_site", "site_search_path"]
+
+# backend name -> "module:class"; loaded on first use so `import executor` stays cheap.
+_BACKENDS = {"local": "executor.sites.local:LocalSite"}
+
+
+def backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def backend_class(name: str) -> type[SiteConfig]:
+    if name not in _BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(backends())}")
+    module_name, _, class_name = _BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def site_search_path() -> list[Path]:
+    return [Path.cwd() / "site_configs", Path.home() / ".config" / "pilot" / "sites"]
+
+
+def get_site(name_or_path: str | None = None) -> SiteConfig:
+    """Load a site by name (``local``, a file on the search path) or by file path."""
+    from executor.formats.yamlio import read_yaml
+
+    name_or_path = name_or_path or "local"
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        path: Path | None = candidate
+    else:
+        path = next(
+            (d / f"{name_or_path}.yaml" for d in site_search_path() if (d / f"{name_or_path}.yaml").is_file()),
+            None,
+        )
+    if path is None:
+        if name_or_path == "local":
+            return backend_class("local")(name="local")
+        known = sorted({"local"} | {p.stem for d in site_search_path() if d.is_dir() for p in d.glob("*.yaml")})
+        raise ConfigError(f"unknown site {name_or_path!r}; available: {', '.join(known)}")
+    try:
+        data = read_yaml(path) or {}
+    except Exception as exc:  # GraphError from the YAML reader; re-badge it as config
+        raise ConfigError(str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a site file must be a mapping with a 'backend' key")
+    backend = data.get("backend", "local")
+    return backend_class(backend).from_mapping(path.stem, dict(data), source=str(path))

@@ -1,0 +1,126 @@
+"""The one place that opens ``monitoring.db`` and writes to it.
+
+Many drivers (many users) may write one file at once, so every write is one short
+``BEGIN IMMEDIATE`` transaction, retried with backoff when SQLite reports the file
+busy or locked. Readers use WAL snapshots and never block writers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from executor.errors import StoreError
+from executor.store.schema import apply_migrations
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_MS = 10_000
+_RETRIES = 8
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Store:
+    """An open monitoring database; use as a context manager or call :meth:`close`.
+
+    Parameters
+    ----------
+    path
+        The database file; created (with its directory) if missing.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # Group-readable, never world-writable: the file may be shared with a team.
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o640)
+                os.close(fd)
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=10
+            )
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._retry(lambda: apply_migrations(conn))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the monitoring database {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create the monitoring database {self.path}: {exc}") from exc
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------
+    @staticmethod
+    def _retry(operation: Callable[[], T]) -> T:
+        delay = 0.05
+        for attempt in range(_RETRIES):
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == _RETRIES - 1:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation(conn)`` in one immediate transaction, retried when busy.
+
+        The operation must be safe to repeat: on a busy error it is rolled back and
+        run again from the start.
+        """
+
+        def once() -> T:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = operation(self.conn)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+            return result
+
+        try:
+            return self._retry(once)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the monitoring database {self.path}: {exc}") from exc
+
+    # -- reading ------------------------------------------------------------------
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        try:
+            return list(self.db.query(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the monitoring database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Read several queries from one consistent snapshot of the database."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.conn.execute("COMMIT")

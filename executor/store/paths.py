@@ -1,0 +1,33 @@
+"""Where pilot keeps its database and run directories.
+
+``PILOT_HOME`` (default ``~/.local/share/pilot``) holds ``monitoring.db`` and
+``runs/<run-id>/``. ``PILOT_DB`` moves the database alone (a shared database);
+``--db PATH`` on the command line moves both: the runs go next to that database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Locations:
+    db: Path
+    runs: Path
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+
+def locate(db: str | os.PathLike | None = None) -> Locations:
+    """Resolve the database path and the runs directory from ``--db`` and the environment."""
+    if db is not None:
+        path = Path(db).expanduser().resolve()
+        return Locations(db=path, runs=path.parent / "runs")
+    home = Path(os.environ.get("PILOT_HOME") or Path.home() / ".local" / "share" / "pilot")
+    home = home.expanduser().resolve()
+    shared = os.environ.get("PILOT_DB")
+    db_path = Path(shared).expanduser().resolve() if shared else home / "monitoring.db"
+    return Locations(db=db_path, runs=home / "runs")

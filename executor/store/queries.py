@@ -1,0 +1,140 @@
+"""Read-only questions about runs, answered from the monitoring database.
+
+The shapes returned by :func:`run_summary` are the ``pilot status --json`` contract
+(DESIGN.md): add fields freely, never rename them.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import psutil
+
+from executor.errors import RunNotFound
+from executor.states import JOB_STATES, RunState
+from executor.store.database import Store
+
+# A driver writes a heartbeat at least this often while it runs.
+HEARTBEAT_INTERVAL = 10.0
+# A running run whose heartbeat is older than this has lost its driver.
+HEARTBEAT_TIMEOUT = 60.0
+
+
+def driver_alive(run: dict[str, Any], now: float | None = None) -> bool:
+    """Whether the driver recorded for ``run`` is still alive.
+
+    On the driver's own host the process is checked directly (pid and start time, so a
+    reused pid is not mistaken for the driver); elsewhere the heartbeat decides.
+    """
+    now = time.time() if now is None else now
+    if run.get("host") == socket.gethostname() and run.get("pid"):
+        try:
+            process = psutil.Process(run["pid"])
+            started = process.create_time()
+        except psutil.Error:
+            return False
+        recorded = run.get("pid_started")
+        return recorded is None or abs(started - recorded) < 1.0
+    heartbeat = run.get("heartbeat") or run.get("created") or 0
+    return now - heartbeat < HEARTBEAT_TIMEOUT
+
+
+def effective_state(run: dict[str, Any]) -> str:
+    """The run's state as users should see it: ``driver_lost`` when its driver died."""
+    if run["state"] == RunState.RUNNING.value and not driver_alive(run):
+        return RunState.DRIVER_LOST.value
+    return run["state"]
+
+
+def get_run(store: Store, run_id: str) -> dict[str, Any]:
+    rows = store.query("SELECT * FROM runs WHERE id = ?", [run_id])
+    if not rows:
+        matches = store.query(
+            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC LIMIT 2", [f"%{run_id}%"]
+        )
+        if len(matches) == 1:
+            return get_run(store, matches[0]["id"])
+        raise RunNotFound(
+            f"no run {run_id!r} in {store.path}; `pilot status` lists the runs there "
+            "(use --db or PILOT_DB for another database)"
+        )
+    return rows[0]
+
+
+def list_runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    return store.query("SELECT * FROM runs ORDER BY created DESC LIMIT ?", [limit])
+
+
+def job_counts(store: Store, run_id: str) -> dict[str, int]:
+    counts = dict.fromkeys(JOB_STATES, 0)
+    for row in store.query(
+        "SELECT state, count(*) AS n FROM jobs WHERE run_id = ? GROUP BY state", [run_id]
+    ):
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def label_counts(store: Store, run_id: str) -> dict[str, dict[str, int]]:
+    labels: dict[str, dict[str, int]] = {}
+    # Labels in the order their first job was written, as the workflow reads.
+    for row in store.query(
+        "SELECT label, state, count(*) AS n FROM jobs WHERE run_id = ? "
+        "GROUP BY label, state ORDER BY min(min(position)) OVER (PARTITION BY label)",
+        [run_id],
+    ):
+        labels.setdefault(row["label"], dict.fromkeys(JOB_STATES, 0))[row["state"]] = row["n"]
+    return labels
+
+
+def run_summary(store: Store, run: dict[str, Any]) -> dict[str, Any]:
+    """One run as the ``pilot status RUN --json`` contract describes it."""
+    jobs = job_counts(store, run["id"])
+    return {
+        "run": run["id"],
+        "state": effective_state(run),
+        "name": run["name"],
+        "site": run["site"],
+        "owner": run["owner"],
+        "host": run["host"],
+        "created": run["created"],
+        "ended": run["ended"],
+        "heartbeat": run["heartbeat"],
+        "total": run["n_jobs"],
+        "jobs": jobs,
+        "labels": label_counts(store, run["id"]),
+        "run_dir": run["run_dir"],
+        "workdir": run["workdir"],
+        "message": run["message"],
+    }
+
+
+def failed_jobs(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """Jobs that failed for good, each with its last attempt."""
+    return store.query(
+        "SELECT j.name, j.label, j.command, j.attempts, a.attempt, a.exit_code, a.signal, "
+        "a.failure_class, a.message, a.stderr, a.stdout, a.host, a.start, a.end "
+        "FROM jobs j LEFT JOIN attempts a "
+        "ON a.run_id = j.run_id AND a.job = j.name AND a.attempt = j.attempts "
+        "WHERE j.run_id = ? AND j.state = 'failed' ORDER BY j.label, j.name",
+        [run_id],
+    )
+
+
+def attempts_of(store: Store, run_id: str, job: str) -> list[dict[str, Any]]:
+    return store.query(
+        "SELECT * FROM attempts WHERE run_id = ? AND job = ? ORDER BY attempt", [run_id, job]
+    )
+
+
+def job_row(store: Store, run_id: str, job: str) -> dict[str, Any] | None:
+    rows = store.query("SELECT * FROM jobs WHERE run_id = ? AND name = ?", [run_id, job])
+    return rows[0] if rows else None
+
+
+def job_states(store: Store, run_id: str) -> dict[str, str]:
+    return {
+        row["name"]: row["state"]
+        for row in store.query("SELECT name, state FROM jobs WHERE run_id = ?", [run_id])
+    }

@@ -1,0 +1,187 @@
+"""The driver's writer: job and attempt changes, batched into one transaction per flush.
+
+The driver queues changes as it learns them and calls :meth:`RunRecorder.flush`
+before it reports them anywhere (progress bar, exit code), so what a user saw is
+always in the database, and a killed driver loses at most the jobs in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from executor.errors import RunStateError
+from executor.states import JobState, RunState
+from executor.store.database import Store
+from executor.store.queries import driver_alive
+
+_ATTEMPT_FIELDS = (
+    "state", "start", "end", "host", "exit_code", "signal", "failure_class",
+    "message", "stdout", "stderr", "block_id", "result",
+)  # fmt: skip
+
+
+class RunRecorder:
+    """Batched writes for one run."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.store = store
+        self.run_id = run_id
+        self._jobs: dict[str, tuple[str, int | None]] = {}
+        self._events: list[tuple[str, float, str | None, str, str | None]] = []
+        self._new_attempts: list[tuple[str, str, int, str, float]] = []
+        self._finished_attempts: list[dict[str, Any]] = []
+
+    # -- queueing -------------------------------------------------------------------
+    def job_state(
+        self, name: str, state: JobState, *, detail: str | None = None, attempts: int | None = None
+    ) -> None:
+        if attempts is None and name in self._jobs:
+            attempts = self._jobs[name][1]  # keep a count queued earlier in this batch
+        self._jobs[name] = (state.value, attempts)
+        self._events.append((self.run_id, time.time(), name, state.value, detail))
+
+    def attempt_submitted(self, job: str, attempt: int, when: float) -> None:
+        self._new_attempts.append((self.run_id, job, attempt, "running", when))
+
+    def attempt_finished(self, job: str, attempt: int, outcome: Mapping[str, Any]) -> None:
+        row = {key: outcome.get(key) for key in _ATTEMPT_FIELDS}
+        row.update(run_id=self.run_id, job=job, attempt=attempt)
+        self._finished_attempts.append(row)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._jobs or self._events or self._new_attempts or self._finished_attempts)
+
+    # -- writing --------------------------------------------------------------------
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        now = time.time()
+        jobs = [(state, attempts, now, self.run_id, name) for name, (state, attempts) in self._jobs.items()]
+        events, new_attempts, finished = self._events, self._new_attempts, self._finished_attempts
+        assignments = ", ".join(f"{key} = :{key}" for key in _ATTEMPT_FIELDS)
+
+        def write(conn) -> None:
+            conn.executemany(
+                "UPDATE jobs SET state = ?, attempts = coalesce(?, attempts), updated = ? "
+                "WHERE run_id = ? AND name = ?",
+                jobs,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO attempts (run_id, job, attempt, state, submitted) "
+                "VALUES (?, ?, ?, ?, ?)",
+                new_attempts,
+            )
+            conn.executemany(
+                f"UPDATE attempts SET {assignments} "
+                "WHERE run_id = :run_id AND job = :job AND attempt = :attempt",
+                finished,
+            )
+            conn.executemany(
+                "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, ?, ?, ?)", events
+            )
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id))
+
+        self.store.write(write)
+        self._jobs, self._events, self._new_attempts, self._finished_attempts = {}, [], [], []
+
+    # -- run-level ------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        now = time.time()
+        self.store.write(
+            lambda conn: conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id))
+        )
+
+    def run_state(self, state: RunState, *, message: str | None = None, ended: bool = True) -> None:
+        self.flush()
+        now = time.time()
+        self.store.write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE runs SET state = ?, ended = ?, message = coalesce(?, message) WHERE id = ?",
+                    (state.value, now if ended else None, message, self.run_id),
+                ),
+                conn.execute(
+                    "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
+                    (self.run_id, now, state.value, message),
+                ),
+            )
+        )
+
+
+def create_run(store: Store, run: Mapping[str, Any], jobs: Iterable[tuple[str, str, str]]) -> None:
+    """Insert a new run and its jobs (name, label, command text), all pending, in one transaction."""
+    rows = [
+        (run["id"], name, position, label, JobState.PENDING.value, command)
+        for position, (name, label, command) in enumerate(jobs)
+    ]
+
+    def write(conn) -> None:
+        columns = ", ".join(run)
+        marks = ", ".join(f":{key}" for key in run)
+        conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", dict(run))
+        conn.executemany(
+            "INSERT INTO jobs (run_id, name, position, label, state, command) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
+            (run["id"], run["created"], RunState.RUNNING.value, "submitted"),
+        )
+
+    store.write(write)
+
+
+def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> list[str]:
+    """Take over a run for a new driver and reset every unfinished job to pending.
+
+    Returns the names of the jobs that will run again. Succeeded jobs keep their state
+    and are never rerun.
+    """
+    now = time.time()
+
+    def write(conn) -> list[str]:
+        # Checked under the write lock, so two restarts at once cannot both take over.
+        cursor = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        columns = [c[0] for c in cursor.description]
+        row = dict(zip(columns, cursor.fetchone()))
+        if row["state"] == RunState.RUNNING.value and driver_alive(row):
+            raise RunStateError(
+                f"run {run_id} is still running: its driver (pid {row['pid']} on {row['host']}) "
+                "is alive; wait for it to end or cancel it first"
+            )
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM jobs WHERE run_id = ? AND state != ?",
+                (run_id, JobState.SUCCEEDED.value),
+            )
+        ]
+        conn.execute(
+            "UPDATE jobs SET state = ?, updated = ? WHERE run_id = ? AND state != ?",
+            (JobState.PENDING.value, now, run_id, JobState.SUCCEEDED.value),
+        )
+        # Attempts the dead driver left "running" never reported back.
+        conn.execute(
+            "UPDATE attempts SET state = 'failed', failure_class = 'pilot_lost', "
+            "message = 'the driver stopped before this attempt reported back', end = ? "
+            "WHERE run_id = ? AND state = 'running'",
+            (now, run_id),
+        )
+        conn.execute(
+            "UPDATE runs SET state = ?, host = ?, pid = ?, pid_started = ?, heartbeat = ?, "
+            "started = ?, ended = NULL, restarts = restarts + 1, message = NULL WHERE id = ?",
+            (
+                RunState.RUNNING.value, driver["host"], driver["pid"], driver["pid_started"],
+                now, now, run_id,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
+            (run_id, now, RunState.RUNNING.value, f"restarted; {len(names)} job(s) to run"),
+        )
+        return names
+
+    return store.write(write)
