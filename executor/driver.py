@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 # How long a cancel waits for running jobs to report that they stopped.
 CANCEL_GRACE_SECONDS = 8.0
+# How long Parsl's own shutdown may take before the driver kills its processes itself.
+PARSL_SHUTDOWN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -135,21 +137,49 @@ class Driver:
             initialize_logging=True,
         )
         try:
-            self._dfk = DataFlowKernel(config)
-            for executor in executors:
-                # Start the first pilots now rather than at Parsl's first strategy poll (5 s).
-                executor.scale_out_facade(self.site.init_blocks)
+            with _terminal_signals_blocked():
+                self._dfk = DataFlowKernel(config)
+                for executor in executors:
+                    # Start the first pilots now, not at Parsl's first strategy poll (5 s).
+                    executor.scale_out_facade(self.site.init_blocks)
         except Exception as exc:
-            if self._dfk is not None:
-                self._dfk.cleanup()
-                self._dfk = None
+            self._stop_parsl()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
         self._app = PythonApp(run_job, data_flow_kernel=self._dfk, executors=["pool"])
 
     def _stop_parsl(self) -> None:
-        if self._dfk is not None:
-            dfk, self._dfk = self._dfk, None
-            dfk.cleanup()
+        """Stop Parsl and every pilot, even when Parsl's own shutdown cannot finish.
+
+        Parsl's cleanup talks to the interchange; if that process died (a signal sent
+        to the whole process group, say) the cleanup blocks forever. So it runs in a
+        thread with a deadline, and whatever is left is killed here directly.
+        """
+        if self._dfk is None:
+            return
+        dfk, self._dfk = self._dfk, None
+        executors = list(dfk.executors.values())
+        if not any(_interchange_dead(e) for e in executors):
+            cleanup = threading.Thread(target=dfk.cleanup, name="parsl-cleanup", daemon=True)
+            cleanup.start()
+            cleanup.join(PARSL_SHUTDOWN_SECONDS)
+            if not cleanup.is_alive():
+                return
+            logger.warning("Parsl did not shut down in %ss; killing its processes", PARSL_SHUTDOWN_SECONDS)
+        for executor in executors:
+            _kill_executor(executor)
+
+    def _parsl_broken(self) -> bool:
+        return self._dfk is not None and any(_interchange_dead(e) for e in self._dfk.executors.values())
+
+    def check_parsl(self) -> None:
+        """Raise :class:`SiteError` if a Parsl interchange died under the driver."""
+        for executor in (self._dfk.executors.values() if self._dfk else ()):
+            if _interchange_dead(executor):
+                code = executor.interchange_proc.returncode
+                raise SiteError(
+                    f"Parsl's interchange for pool {executor.label!r} exited (code {code}); "
+                    f"see {self.context.run_dir / 'parsl'} for its log, then `pilot restart`"
+                )
 
     # -- the loop -------------------------------------------------------------------
     def request_cancel(self) -> None:
@@ -169,6 +199,7 @@ class Driver:
             self._commit()
             if self.context.cancel_marker.exists():  # `pilot cancel` from another host
                 self.request_cancel()
+            self.check_parsl()
             if time.monotonic() - last_heartbeat > HEARTBEAT_INTERVAL / 2:
                 self.recorder.heartbeat()
                 last_heartbeat = time.monotonic()
@@ -267,8 +298,8 @@ class Driver:
             self._record(name, JobState.CANCELLED)
         self.context.cancel_marker.touch()
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-        while self._in_flight and time.monotonic() < deadline:
-            self._collect(timeout=max(0.05, deadline - time.monotonic()))
+        while self._in_flight and time.monotonic() < deadline and not self._parsl_broken():
+            self._collect(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
         for name, attempt in list(self._in_flight.items()):
             del self._in_flight[name]
             self.recorder.attempt_finished(name, attempt, {
@@ -330,6 +361,45 @@ def _outcome_of(future: Any) -> dict[str, Any]:
             "state": "failed", "failure_class": failure.value, "end": time.time(),
             "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
         }  # fmt: skip
+
+
+@contextmanager
+def _terminal_signals_blocked() -> Iterator[None]:
+    """Start Parsl's processes with SIGINT and SIGHUP blocked (the mask is inherited).
+
+    A terminal's Ctrl-C or hang-up goes to every process in the foreground group;
+    the interchange would die of it mid-shutdown. The driver handles these signals
+    and stops Parsl in order. SIGTERM stays deliverable: Parsl stops its processes
+    with it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _interchange_dead(executor: Any) -> bool:
+    process = getattr(executor, "interchange_proc", None)
+    return process is not None and process.poll() is not None
+
+
+def _kill_executor(executor: Any) -> None:
+    """Cancel every block through the provider and kill the interchange."""
+    job_ids = list(getattr(executor, "blocks_to_job_id", {}).values())
+    provider = getattr(executor, "provider", None)
+    if job_ids and provider is not None:
+        try:
+            provider.cancel(job_ids)
+        except Exception:  # best effort: report and go on stopping the rest
+            logger.exception("could not cancel blocks %s", job_ids)
+    process = getattr(executor, "interchange_proc", None)
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def pid_start_time(pid: int | None = None) -> float:

@@ -245,7 +245,7 @@ def _graph_problems(jobs: Sequence[Job], source: str | None, where: Mapping[str,
 
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for job in jobs:
+    for index, job in enumerate(jobs):
         problems.extend(f"{at(job.name)}: {p}" for p in check_job(job))
         if job.name in seen:
             problems.append(
@@ -253,7 +253,7 @@ def _graph_problems(jobs: Sequence[Job], source: str | None, where: Mapping[str,
                 "job names must be unique"
             )
         else:
-            seen[job.name] = len(seen)
+            seen[job.name] = index
     import difflib
 
     for job in jobs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _MEMORY_UNITS = {
-    "": 1 / 1_000_000,  # plain bytes
+    "": 1,  # a bare number is megabytes, as for an integer (and Slurm's --mem)
     "b": 1 / 1_000_000,
     "k": 1 / 1_000,
     "kb": 1 / 1_000,
@@ -41,7 +41,7 @@ def parse_memory(value: object) -> int:
     if isinstance(value, (int, float)):
         if value <= 0:
             raise ValueError(f"{value!r} must be positive; write e.g. '4GB' or '512MB'")
-        return int(value)
+        return max(1, round(value))
     match = _MEMORY_RE.match(str(value))
     if not match or match.group(2).lower() not in _MEMORY_UNITS:
         raise ValueError(f"{value!r} is not a memory size; write e.g. '4GB', '512MB' or '2GiB'")

@@ -120,6 +120,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
     stdin = subprocess.PIPE if spec["kind"] == "function" else subprocess.DEVNULL
+    # The driver starts pilots with terminal signals blocked; jobs get a normal mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
         with open(spec["stdout"], "wb") as out, open(spec["stderr"], "wb") as err:
             process = subprocess.Popen(

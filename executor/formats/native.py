@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import GraphError
-from executor.graph import Job, JobGraph, default_label
+from executor.graph import Job, JobGraph, _graph_problems, default_label
 from executor.units import parse_duration, parse_memory
 
 WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs")
@@ -78,9 +78,10 @@ def graph_from_dict(
         where[job_name] = place
         job, job_problems = _job_from_mapping(raw, defaults)
         problems += [f"{place}: job {job_name!r}: {p}" for p in job_problems]
-        if job is not None:
-            jobs.append(job)
+        jobs.append(job)
     if problems:
+        # Report the graph's own problems (names, edges) with these, not on the next try.
+        problems += _graph_problems(jobs, source, where)
         raise GraphError(f"{len(problems)} problem(s) in {source}", problems)
     return JobGraph(str(name), jobs, workdir=workdir, source=source, where=where)
 
@@ -94,10 +95,15 @@ def _workdir(value: object, base_dir: Path | None) -> Path | None:
     return path.resolve()
 
 
-def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Job | None, list[str]]:
+def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Job, list[str]]:
     problems = [_unknown_key(k, JOB_KEYS) for k in raw if k not in JOB_KEYS]
     merged = {**defaults, **raw}
-    environment = {**(defaults.get("environment") or {}), **(raw.get("environment") or {})}
+    environment: dict[str, Any] = {}
+    for env in (defaults.get("environment"), raw.get("environment")):
+        if isinstance(env, Mapping):
+            environment.update(env)
+        elif env is not None:
+            problems.append("environment: must be a mapping such as {OMP_NUM_THREADS: '4'}")
     values: dict[str, Any] = {}
 
     def convert(key: str, parse) -> None:
@@ -129,8 +135,6 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         kwargs = {}
     name = str(raw["name"])
     label = merged.get("label") or default_label(name)
-    if problems:
-        return None, problems
     job = Job(
         name=name,
         label=str(label),
@@ -145,7 +149,7 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         retries=merged.get("retries", 0),
         environment=environment,
     )
-    return job, []
+    return job, problems
 
 
 def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
