@@ -149,7 +149,7 @@ def validate(workflow: Path, as_json: bool) -> None:
 
     graph = load_workflow(workflow)
     chain = graph.longest_chain()
-    facts = {
+    facts: dict[str, Any] = {
         "workflow": graph.name,
         "jobs": len(graph),
         "labels": dict(graph.labels()),
@@ -168,12 +168,14 @@ def validate(workflow: Path, as_json: bool) -> None:
     table = Table(title=f"{graph.name}: {len(graph)} jobs", title_justify="left")
     table.add_column("label")
     table.add_column("jobs", justify="right")
-    for label, n in facts["labels"].items():
+    for label, n in graph.labels().items():
         table.add_row(Text(label), str(n))
     console = _console()
     console.print(table)
     shown = " -> ".join(chain if len(chain) <= 8 else [*chain[:4], "...", *chain[-3:]])
-    console.print(Text(f"roots: {facts['roots']}  leaves: {facts['leaves']}  edges: {facts['edges']}"))
+    console.print(
+        Text(f"roots: {facts['roots']}  leaves: {facts['leaves']}  edges: {facts['edges']}")
+    )
     console.print(Text(f"longest chain: {len(chain)} jobs: {shown}"))
     console.print(Text("valid", style="green"))
 
@@ -262,20 +264,29 @@ def logs(run: str, job: str, attempt: int | None, which: str | None, db: Path | 
         run_row = get_run(store, run)
         row = job_row(store, run_row["id"], job)
         if row is None:
-            names = [r["name"] for r in store.query("SELECT name FROM jobs WHERE run_id = ?", [run_row["id"]])]
+            names = [
+                r["name"]
+                for r in store.query("SELECT name FROM jobs WHERE run_id = ?", [run_row["id"]])
+            ]
             close = difflib.get_close_matches(job, names, n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise BadInput(f"run {run_row['id']} has no job {job!r}{hint}")
         attempts = attempts_of(store, run_row["id"], job)
     if not attempts:
         raise BadInput(f"job {job!r} has not run (state: {row['state']}), so it has no logs")
-    chosen = attempts[-1] if attempt is None else next((a for a in attempts if a["attempt"] == attempt), None)
+    chosen = (
+        attempts[-1]
+        if attempt is None
+        else next((a for a in attempts if a["attempt"] == attempt), None)
+    )
     if chosen is None:
         numbers = ", ".join(str(a["attempt"]) for a in attempts)
         raise BadInput(f"job {job!r} has no attempt {attempt}; its attempts: {numbers}")
     path = chosen["stderr" if which == "stderr" else "stdout"]
     if not path:
-        raise BadInput(f"attempt {chosen['attempt']} of {job!r} has no log yet (it is still starting)")
+        raise BadInput(
+            f"attempt {chosen['attempt']} of {job!r} has no log yet (it is still starting)"
+        )
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -306,7 +317,8 @@ def restart(run: str, db: Path | None) -> None:
         resumed = resume_run(store, run)
         click.echo(f"run {resumed.context.run_id}")
         click.echo(
-            f"restarting: {resumed.to_run} job(s) to run, {len(resumed.succeeded)} already succeeded",
+            f"restarting: {resumed.to_run} job(s) to run, "
+            f"{len(resumed.succeeded)} already succeeded",
             err=True,
         )
         sys.stdout.flush()
@@ -318,7 +330,9 @@ def restart(run: str, db: Path | None) -> None:
 
 @cli.command()
 @click.argument("run")
-@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the driver to stop.")
+@click.option(
+    "--wait", default=30.0, show_default=True, help="Seconds to wait for the driver to stop."
+)
 @db_option
 def cancel(run: str, wait: float, db: Path | None) -> None:
     """Cancel RUN from any terminal: running jobs are stopped, nothing new starts.

@@ -164,16 +164,20 @@ class Driver:
             cleanup.join(PARSL_SHUTDOWN_SECONDS)
             if not cleanup.is_alive():
                 return
-            logger.warning("Parsl did not shut down in %ss; killing its processes", PARSL_SHUTDOWN_SECONDS)
+            logger.warning(
+                "Parsl did not shut down in %ss; killing its processes", PARSL_SHUTDOWN_SECONDS
+            )
         for executor in executors:
             _kill_executor(executor)
 
     def _parsl_broken(self) -> bool:
-        return self._dfk is not None and any(_interchange_dead(e) for e in self._dfk.executors.values())
+        return self._dfk is not None and any(
+            _interchange_dead(e) for e in self._dfk.executors.values()
+        )
 
     def check_parsl(self) -> None:
         """Raise :class:`SiteError` if a Parsl interchange died under the driver."""
-        for executor in (self._dfk.executors.values() if self._dfk else ()):
+        for executor in self._dfk.executors.values() if self._dfk else ():
             if _interchange_dead(executor):
                 code = executor.interchange_proc.returncode
                 raise SiteError(
@@ -286,7 +290,9 @@ class Driver:
         elif not failure.transient and self._retries_used.get(name, 0) < job.retries:
             used = self._retries_used[name] = self._retries_used.get(name, 0) + 1
             self.schedule.requeue(name)
-            self._record(name, JobState.READY, detail=f"{outcome['message']}; retry {used}/{job.retries}")
+            self._record(
+                name, JobState.READY, detail=f"{outcome['message']}; retry {used}/{job.retries}"
+            )
         else:
             self._record(name, JobState.FAILED, detail=outcome["message"])
             for blocked in self.schedule.fail(name):
@@ -303,7 +309,8 @@ class Driver:
         for name, attempt in list(self._in_flight.items()):
             del self._in_flight[name]
             self.recorder.attempt_finished(name, attempt, {
-                "state": "failed", "failure_class": FailureClass.CANCELLED.value, "end": time.time(),
+                "state": "failed", "end": time.time(),
+                "failure_class": FailureClass.CANCELLED.value,
                 "message": "the run was cancelled; the worker did not report back in time",
             })  # fmt: skip
             self.schedule.cancel(name)
@@ -341,7 +348,10 @@ class Driver:
                 raise KeyboardInterrupt
             self.request_cancel()
 
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
         try:
             yield
         finally:

@@ -84,9 +84,7 @@ def check_job(job: Job) -> list[str]:
         elif not isinstance(job.command, str) or not job.command.strip():
             problems.append("command: must be a non-empty string (run by bash) or list (argv)")
     if job.function is not None and not _FUNCTION_RE.match(str(job.function)):
-        problems.append(
-            f"function: {job.function!r} must look like 'package.module:callable'"
-        )
+        problems.append(f"function: {job.function!r} must look like 'package.module:callable'")
     if (job.args or job.kwargs) and job.function is None:
         problems.append("args/kwargs: only a 'function' job takes args and kwargs")
     if not isinstance(job.cores, int) or isinstance(job.cores, bool) or job.cores < 1:
@@ -132,9 +130,7 @@ class JobGraph:
         where = where or {}
         problems = _graph_problems(job_list, source, where)
         if problems:
-            raise GraphError(
-                f"{len(problems)} problem(s) in workflow {source or name!r}", problems
-            )
+            raise GraphError(f"{len(problems)} problem(s) in workflow {source or name!r}", problems)
         self._jobs: dict[str, Job] = {job.name: job for job in job_list}
         children: dict[str, list[str]] = {name: [] for name in self._jobs}
         for job in job_list:

@@ -61,7 +61,12 @@ def _site_from_dict(data: dict[str, Any]) -> SiteConfig:
 
 
 def start_run(
-    graph: JobGraph, site: SiteConfig, store: Store, locations: Locations, *, source: Path | None = None
+    graph: JobGraph,
+    site: SiteConfig,
+    store: Store,
+    locations: Locations,
+    *,
+    source: Path | None = None,
 ) -> RunContext:
     """Record a new run (all jobs pending) and lay out its directory."""
     run_id = new_run_id()
@@ -100,7 +105,10 @@ def start_run(
 
 def _context(run_id: str, run_dir: Path, workdir: Path) -> RunContext:
     return RunContext(
-        run_id=run_id, run_dir=run_dir, workdir=workdir, environment_file=run_dir / "environment.json"
+        run_id=run_id,
+        run_dir=run_dir,
+        workdir=workdir,
+        environment_file=run_dir / "environment.json",
     )
 
 

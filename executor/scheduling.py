@@ -59,7 +59,7 @@ class Schedule:
 
     def pop_ready(self, limit: int) -> list[str]:
         """Take up to ``limit`` ready jobs, most important first; they are now running."""
-        taken = []
+        taken: list[str] = []
         while self._ready and len(taken) < limit:
             _, name = heapq.heappop(self._ready)
             self.state[name] = JobState.RUNNING

@@ -37,7 +37,9 @@ class RunState(str, Enum):
 JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
 RUN_STATES: tuple[str, ...] = tuple(s.value for s in RunState)
 
-FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED})
+FINAL_JOB_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED}
+)
 
 # A restart may move any final state except SUCCEEDED back to PENDING.
 _JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {

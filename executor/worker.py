@@ -115,8 +115,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         ``failure_class``, ``message``, ``start``, ``end``, ``host`` and, for
         function jobs, ``result`` (the JSON-encoded return value).
     """
-    outcome: dict[str, Any] = {"host": socket.gethostname(), "stdout": spec["stdout"],
-                               "stderr": spec["stderr"], "start": time.time()}
+    outcome: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "stdout": spec["stdout"],
+        "stderr": spec["stderr"],
+        "start": time.time(),
+    }
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
     stdin = subprocess.PIPE if spec["kind"] == "function" else subprocess.DEVNULL
@@ -129,8 +133,14 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 stdin=stdin, stdout=out, stderr=err, start_new_session=True,
             )  # fmt: skip
     except OSError as exc:
-        outcome.update(state="failed", end=time.time(), exit_code=None, signal=None,
-                       failure_class="exit_code", message=f"could not start the job: {exc}")
+        outcome.update(
+            state="failed",
+            end=time.time(),
+            exit_code=None,
+            signal=None,
+            failure_class="exit_code",
+            message=f"could not start the job: {exc}",
+        )
         return outcome
 
     previous_handler = _forward_termination(process)
@@ -151,8 +161,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     outcome["exit_code"] = code if code >= 0 else None
     outcome["signal"] = -code if code < 0 else None
     if stopped_for == "timeout":
-        outcome.update(state="failed", failure_class="timeout",
-                       message=f"killed after exceeding its walltime of {spec['walltime']:g}s")
+        outcome.update(
+            state="failed",
+            failure_class="timeout",
+            message=f"killed after exceeding its walltime of {spec['walltime']:g}s",
+        )
     elif stopped_for == "cancelled":
         outcome.update(state="failed", failure_class="cancelled", message="the run was cancelled")
     elif code == 0:
@@ -160,8 +173,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         if spec["kind"] == "function":
             outcome["result"] = _read_result(result_path)
     elif code < 0:
-        outcome.update(state="failed", failure_class="signal",
-                       message=f"killed by signal {signal.Signals(-code).name}")
+        outcome.update(
+            state="failed",
+            failure_class="signal",
+            message=f"killed by signal {signal.Signals(-code).name}",
+        )
     else:
         outcome.update(state="failed", failure_class="exit_code", message=f"exit code {code}")
     return outcome

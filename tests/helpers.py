@@ -72,4 +72,3 @@ def alive(pids) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return out
-

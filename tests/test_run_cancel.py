@@ -10,12 +10,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from helpers import alive, pilot_cmd, processes_with, run_pilot, status_json, wait_for, write_workflow
+from helpers import (
+    alive,
+    pilot_cmd,
+    processes_with,
+    run_pilot,
+    status_json,
+    wait_for,
+    write_workflow,
+)
 
 
 @pytest.mark.parametrize("target", ["process", "process-group"])
-def test_ctrl_c_cancels_the_run_and_leaves_no_process(tmp_path: Path, pilot_home: Path, target: str):
+def test_ctrl_c_cancels_the_run_and_leaves_no_process(
+    tmp_path: Path, pilot_home: Path, target: str
+):
     marker = f"cancel-{uuid.uuid4().hex}"
     path = write_workflow(tmp_path, {
         "name": "cancel-me",

@@ -7,21 +7,26 @@ import time
 import uuid
 from pathlib import Path
 
+from helpers import processes_with, run_pilot, status_json, wait_for, write_workflow
+
 import executor
 from executor.states import RunState
 from executor.store import Store, locate
 from executor.store.queries import attempts_of, job_states
-from helpers import processes_with, run_pilot, status_json, wait_for, write_workflow
 
 # Each job appends "<start> <end>" (from the job's own clock) to times/<name>.
-TIMED = 'mkdir -p "$PILOT_RUN_DIR/times"; s=$(date +%s.%N); sleep {sleep}; ' \
-        'echo "$s $(date +%s.%N)" > "$PILOT_RUN_DIR/times/$PILOT_JOB_NAME"'
+TIMED = (
+    'mkdir -p "$PILOT_RUN_DIR/times"; s=$(date +%s.%N); sleep {sleep}; '
+    'echo "$s $(date +%s.%N)" > "$PILOT_RUN_DIR/times/$PILOT_JOB_NAME"'
+)
 
 
 def test_children_start_after_all_their_parents_ended(pilot_home: Path):
     wf = executor.Workflow("fan")
     wf.shell("split", TIMED.format(sleep=0.1), label="split")
-    middles = [wf.shell(f"work-{i}", TIMED.format(sleep=0.1 * (i % 3)), after=["split"]) for i in range(6)]
+    middles = [
+        wf.shell(f"work-{i}", TIMED.format(sleep=0.1 * (i % 3)), after=["split"]) for i in range(6)
+    ]
     left = wf.shell("merge-a", TIMED.format(sleep=0), after=middles[:3])
     right = wf.shell("merge-b", TIMED.format(sleep=0), after=middles[3:])
     wf.shell("final", TIMED.format(sleep=0), after=[left, right])
@@ -39,11 +44,14 @@ def test_children_start_after_all_their_parents_ended(pilot_home: Path):
         assert times[child][0] >= times[parent][1], f"{child} started before {parent} ended"
 
 
-def test_failure_blocks_descendants_while_an_independent_branch_finishes(tmp_path: Path, pilot_home: Path):
+def test_failure_blocks_descendants_while_an_independent_branch_finishes(
+    tmp_path: Path, pilot_home: Path
+):
     path = write_workflow(tmp_path, {
         "name": "keep-going",
         "jobs": [
-            {"name": "bad", "command": "echo 'about to fail' >&2; echo 'the real reason' >&2; exit 3"},
+            {"name": "bad",
+             "command": "echo 'about to fail' >&2; echo 'the real reason' >&2; exit 3"},
             {"name": "after-bad", "command": "true", "after": ["bad"]},
             {"name": "after-after-bad", "command": "true", "after": ["after-bad"]},
             # The independent branch is still running when `bad` fails.
@@ -137,7 +145,9 @@ def test_function_job_runs_in_the_workdir_and_records_its_result(tmp_path: Path,
     )
     path = write_workflow(tmp_path, {
         "name": "functions",
-        "jobs": [{"name": "area", "function": "mytasks:area", "args": [3], "kwargs": {"height": 4}}],
+        "jobs": [
+            {"name": "area", "function": "mytasks:area", "args": [3], "kwargs": {"height": 4}}
+        ],
     })  # fmt: skip
 
     # Started from another directory: jobs still run next to the workflow file.

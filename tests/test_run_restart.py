@@ -52,7 +52,9 @@ def test_restart_reruns_only_what_did_not_succeed(tmp_path: Path, pilot_home: Pa
 
 
 def test_restart_is_refused_while_the_driver_is_alive(tmp_path: Path, pilot_home: Path):
-    path = write_workflow(tmp_path, {"name": "busy", "jobs": [{"name": "wait", "command": "sleep 30"}]})
+    path = write_workflow(
+        tmp_path, {"name": "busy", "jobs": [{"name": "wait", "command": "sleep 30"}]}
+    )
     with subprocess.Popen(pilot_cmd("submit", path), stdout=subprocess.PIPE, text=True) as driver:
         try:
             run_id = driver.stdout.readline().split()[1]

@@ -48,14 +48,18 @@ def graph_from_dict(
             f"{source}: a workflow must be a mapping with 'name' and 'jobs', "
             f"not {type(data).__name__}"
         )
-    problems = [f"{source}: {_unknown_key(k, WORKFLOW_KEYS)}" for k in data if k not in WORKFLOW_KEYS]
+    problems = [
+        f"{source}: {_unknown_key(k, WORKFLOW_KEYS)}" for k in data if k not in WORKFLOW_KEYS
+    ]
     name = data.get("name") or (Path(source).stem if source else "workflow")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         problems.append(f"{source}: defaults: must be a mapping such as {{cores: 1, memory: 2GB}}")
         defaults = {}
     problems += [
-        f"{source}: defaults: {_unknown_key(k, DEFAULT_KEYS)}" for k in defaults if k not in DEFAULT_KEYS
+        f"{source}: defaults: {_unknown_key(k, DEFAULT_KEYS)}"
+        for k in defaults
+        if k not in DEFAULT_KEYS
     ]
     raw_jobs = data.get("jobs")
     if not isinstance(raw_jobs, list) or not raw_jobs:

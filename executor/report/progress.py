@@ -12,7 +12,14 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 _FINAL = ("succeeded", "failed", "blocked", "cancelled")
 
@@ -35,7 +42,7 @@ class LiveProgress:
             console=self.console,
             transient=False,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._last_plain = 0.0
         self._last_counts: dict[str, dict[str, int]] = {}
 

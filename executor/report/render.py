@@ -66,7 +66,9 @@ def runs_table(summaries: list[dict[str, Any]]) -> Table:
     table = Table()
     for column in ("run", "name", "state", "site", "done", "failed", "owner", "started"):
         table.add_column(
-            column, justify="right" if column in ("done", "failed") else "left", no_wrap=column == "run"
+            column,
+            justify="right" if column in ("done", "failed") else "left",
+            no_wrap=column == "run",
         )
     for s in summaries:
         jobs = s["jobs"]

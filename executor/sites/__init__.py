@@ -43,13 +43,19 @@ def get_site(name_or_path: str | None = None) -> SiteConfig:
         path: Path | None = candidate
     else:
         path = next(
-            (d / f"{name_or_path}.yaml" for d in site_search_path() if (d / f"{name_or_path}.yaml").is_file()),
+            (
+                d / f"{name_or_path}.yaml"
+                for d in site_search_path()
+                if (d / f"{name_or_path}.yaml").is_file()
+            ),
             None,
         )
     if path is None:
         if name_or_path == "local":
             return backend_class("local")(name="local")
-        known = sorted({"local"} | {p.stem for d in site_search_path() if d.is_dir() for p in d.glob("*.yaml")})
+        known = sorted(
+            {"local"} | {p.stem for d in site_search_path() if d.is_dir() for p in d.glob("*.yaml")}
+        )
         raise ConfigError(f"unknown site {name_or_path!r}; available: {', '.join(known)}")
     try:
         data = read_yaml(path) or {}

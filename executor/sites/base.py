@@ -52,9 +52,13 @@ class SiteConfig:
     def __post_init__(self) -> None:
         where = self.source or f"site {self.name!r}"
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ConfigError(f"{where}: workers: {self.workers!r} must be a whole number >= 1 or 'auto'")
+            raise ConfigError(
+                f"{where}: workers: {self.workers!r} must be a whole number >= 1 or 'auto'"
+            )
         if not isinstance(self.max_blocks, int) or self.max_blocks < 1:
-            raise ConfigError(f"{where}: max_blocks: {self.max_blocks!r} must be a whole number >= 1")
+            raise ConfigError(
+                f"{where}: max_blocks: {self.max_blocks!r} must be a whole number >= 1"
+            )
         if not isinstance(self.init_blocks, int) or not 0 <= self.init_blocks <= self.max_blocks:
             raise ConfigError(
                 f"{where}: init_blocks: {self.init_blocks!r} must be between 0 and max_blocks "
@@ -65,14 +69,20 @@ class SiteConfig:
     def from_mapping(cls, name: str, data: dict[str, Any], source: str | None = None) -> SiteConfig:
         """Validate a site file's mapping; unknown keys name the closest valid key."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"name", "source"}
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in data.items():
             if key == "backend":
                 continue
             if key not in fields:
                 close = difflib.get_close_matches(key, sorted(fields), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(fields))}"
-                raise ConfigError(f"{source or name}: unknown key {key!r} for a {cls.backend} site; {hint}")
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"valid keys: {', '.join(sorted(fields))}"
+                )
+                raise ConfigError(
+                    f"{source or name}: unknown key {key!r} for a {cls.backend} site; {hint}"
+                )
             values[key] = None if value == "auto" else value
         return cls(name=name, source=source, **values)
 

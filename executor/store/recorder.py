@@ -16,6 +16,9 @@ from executor.states import JobState, RunState
 from executor.store.database import Store
 from executor.store.queries import driver_alive
 
+# A run-level event: no job.
+_RUN_EVENT = "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)"
+
 _ATTEMPT_FIELDS = (
     "state", "start", "end", "host", "exit_code", "signal", "failure_class",
     "message", "stdout", "stderr", "block_id", "result",
@@ -59,7 +62,10 @@ class RunRecorder:
         if not self.pending:
             return
         now = time.time()
-        jobs = [(state, attempts, now, self.run_id, name) for name, (state, attempts) in self._jobs.items()]
+        jobs = [
+            (state, attempts, now, self.run_id, name)
+            for name, (state, attempts) in self._jobs.items()
+        ]
         events, new_attempts, finished = self._events, self._new_attempts, self._finished_attempts
         assignments = ", ".join(f"{key} = :{key}" for key in _ATTEMPT_FIELDS)
 
@@ -80,7 +86,8 @@ class RunRecorder:
                 finished,
             )
             conn.executemany(
-                "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, ?, ?, ?)", events
+                "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, ?, ?, ?)",
+                events,
             )
             conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id))
 
@@ -91,7 +98,9 @@ class RunRecorder:
     def heartbeat(self) -> None:
         now = time.time()
         self.store.write(
-            lambda conn: conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id))
+            lambda conn: conn.execute(
+                "UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id)
+            )
         )
 
     def run_state(self, state: RunState, *, message: str | None = None, ended: bool = True) -> None:
@@ -100,19 +109,17 @@ class RunRecorder:
         self.store.write(
             lambda conn: (
                 conn.execute(
-                    "UPDATE runs SET state = ?, ended = ?, message = coalesce(?, message) WHERE id = ?",
+                    "UPDATE runs SET state = ?, ended = ?, message = coalesce(?, message) "
+                    "WHERE id = ?",
                     (state.value, now if ended else None, message, self.run_id),
                 ),
-                conn.execute(
-                    "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
-                    (self.run_id, now, state.value, message),
-                ),
+                conn.execute(_RUN_EVENT, (self.run_id, now, state.value, message)),
             )
         )
 
 
 def create_run(store: Store, run: Mapping[str, Any], jobs: Iterable[tuple[str, str, str]]) -> None:
-    """Insert a new run and its jobs (name, label, command text), all pending, in one transaction."""
+    """Insert a new run and its jobs (name, label, command), all pending, in one transaction."""
     rows = [
         (run["id"], name, position, label, JobState.PENDING.value, command)
         for position, (name, label, command) in enumerate(jobs)
@@ -123,13 +130,11 @@ def create_run(store: Store, run: Mapping[str, Any], jobs: Iterable[tuple[str, s
         marks = ", ".join(f":{key}" for key in run)
         conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", dict(run))
         conn.executemany(
-            "INSERT INTO jobs (run_id, name, position, label, state, command) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (run_id, name, position, label, state, command) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
-        conn.execute(
-            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
-            (run["id"], run["created"], RunState.RUNNING.value, "submitted"),
-        )
+        conn.execute(_RUN_EVENT, (run["id"], run["created"], RunState.RUNNING.value, "submitted"))
 
     store.write(write)
 
@@ -146,7 +151,7 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
         # Checked under the write lock, so two restarts at once cannot both take over.
         cursor = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
         columns = [c[0] for c in cursor.description]
-        row = dict(zip(columns, cursor.fetchone()))
+        row = dict(zip(columns, cursor.fetchone(), strict=True))
         if row["state"] == RunState.RUNNING.value and driver_alive(row):
             raise RunStateError(
                 f"run {run_id} is still running: its driver (pid {row['pid']} on {row['host']}) "
@@ -174,12 +179,17 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
             "UPDATE runs SET state = ?, host = ?, pid = ?, pid_started = ?, heartbeat = ?, "
             "started = ?, ended = NULL, restarts = restarts + 1, message = NULL WHERE id = ?",
             (
-                RunState.RUNNING.value, driver["host"], driver["pid"], driver["pid_started"],
-                now, now, run_id,
+                RunState.RUNNING.value,
+                driver["host"],
+                driver["pid"],
+                driver["pid_started"],
+                now,
+                now,
+                run_id,
             ),
         )
         conn.execute(
-            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
+            _RUN_EVENT,
             (run_id, now, RunState.RUNNING.value, f"restarted; {len(names)} job(s) to run"),
         )
         return names
