@@ -117,6 +117,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """
     outcome: dict[str, Any] = {
         "host": socket.gethostname(),
+        # Set by Parsl's worker pool: which pilot (block) ran this attempt.
+        "block_id": os.environ.get("PARSL_WORKER_BLOCK_ID"),
         "stdout": spec["stdout"],
         "stderr": spec["stderr"],
         "start": time.time(),
