@@ -16,22 +16,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from executor.errors import SiteError
 from executor.graph import JobGraph
+from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles
+from executor.parsl_processes import interchange_dead, stop_parsl, terminal_signals_blocked
+from executor.pilots import PilotTracker
+from executor.pools import PoolConfig, misfit_message, select_pool
+from executor.retrying import RetryState, decide
+from executor.scaling import blocks_to_start
 from executor.scheduling import Schedule
 from executor.sites.base import SiteConfig
-from executor.states import FailureClass, JobState, RunState
+from executor.states import JOB_STATES, FailureClass, JobState, RunState
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
 
 logger = logging.getLogger(__name__)
 
-# A job may be lost with its pilot this many times before it fails for good.
-MAX_TRANSIENT_RETRIES = 3
 # How long a cancel waits for running jobs to report that they stopped.
 CANCEL_GRACE_SECONDS = 8.0
 # How long Parsl's own shutdown may take before the driver kills its processes itself.
@@ -89,6 +93,7 @@ class Driver:
         attempts_so_far: dict[str, int] | None = None,
         succeeded: set[str] | frozenset[str] = frozenset(),
         on_progress: Progress | None = None,
+        estimates: dict[str, float] | None = None,
     ):
         self.graph = graph
         self.site = site
@@ -97,19 +102,33 @@ class Driver:
         self.schedule = Schedule(graph, succeeded=succeeded)
         self.on_progress = on_progress
         self._attempts = dict(attempts_so_far or {})
-        self._retries_used: dict[str, int] = {}
-        self._transient_used: dict[str, int] = {}
-        self._in_flight: dict[str, int] = {}  # job -> attempt handed to Parsl
+        self._retry: dict[str, RetryState] = {}
+        self._in_flight: dict[str, tuple[int, str]] = {}  # job -> (attempt, pool) in Parsl
+        self._bundles: dict[int, tuple[str, list[tuple[str, int]]]] = {}  # id -> pool, jobs
+        self._next_bundle = 0
+        self._estimates = RuntimeEstimates(estimates)
+        self._packing = PackingPolicy(
+            target_seconds=site.packing_target, max_jobs=site.packing_max_jobs
+        )
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel = threading.Event()
-        self._max_in_flight = 2 * site.worker_slots()
+        self._abort: str | None = None  # why the run is being aborted (abort_on_exit)
+        # Each pool is handed at most twice as many bundles as it has worker slots, so
+        # its workers never wait for the driver and the graph never becomes all futures.
+        self._capacity = {p.name: 2 * site.workers(p) * p.max_blocks for p in site.pools}
+        self._load = dict.fromkeys(self._capacity, 0)
+        self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
         self._shown: dict[str, JobState] = dict(self.schedule.state)
         self.counts: dict[str, dict[str, int]] = {}
         for name, state in self._shown.items():
-            by_state = self.counts.setdefault(graph[name].label, {s.value: 0 for s in JobState})
-            by_state[state.value] += 1
+            label = graph[name].label
+            if label not in self.counts:
+                self.counts[label] = dict.fromkeys(JOB_STATES, 0)
+            self.counts[label][state.value] += 1
         self._dfk: Any = None
-        self._app: Any = None
+        self._apps: dict[str, Any] = {}
+        self._executors: dict[str, Any] = {}
+        self._pilots: PilotTracker | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def __enter__(self) -> Driver:
@@ -120,13 +139,15 @@ class Driver:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop_parsl()
+        if self._pilots is not None:
+            self._pilots.poll(final=True)  # how each pilot ended, after Parsl cancelled it
 
     def _start_parsl(self) -> None:
         from parsl.app.python import PythonApp
         from parsl.config import Config
         from parsl.dataflow.dflow import DataFlowKernel
 
-        from executor.worker import run_job
+        from executor.worker import run_bundle
 
         executors = self.site.make_executors()
         config = Config(
@@ -137,48 +158,42 @@ class Driver:
             initialize_logging=True,
         )
         try:
-            with _terminal_signals_blocked():
+            with terminal_signals_blocked():
                 self._dfk = DataFlowKernel(config)
                 for executor in executors:
                     # Start the first pilots now, not at Parsl's first strategy poll (5 s).
-                    executor.scale_out_facade(self.site.init_blocks)
+                    executor.scale_out_facade(self.site.pool(executor.label).init_blocks)
         except Exception as exc:
             self._stop_parsl()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
-        self._app = PythonApp(run_job, data_flow_kernel=self._dfk, executors=["pool"])
+        self._executors = {executor.label: executor for executor in executors}
+        self._pilots = PilotTracker(self.recorder.store, self.context.run_id, executors)
+        self._pilots.poll()
+        self._apps = {
+            label: PythonApp(run_bundle, data_flow_kernel=self._dfk, executors=[label])
+            for label in self._executors
+        }
 
     def _stop_parsl(self) -> None:
-        """Stop Parsl and every pilot, even when Parsl's own shutdown cannot finish.
-
-        Parsl's cleanup talks to the interchange; if that process died (a signal sent
-        to the whole process group, say) the cleanup blocks forever. So it runs in a
-        thread with a deadline, and whatever is left is killed here directly.
-        """
-        if self._dfk is None:
-            return
-        dfk, self._dfk = self._dfk, None
-        executors = list(dfk.executors.values())
-        if not any(_interchange_dead(e) for e in executors):
-            cleanup = threading.Thread(target=dfk.cleanup, name="parsl-cleanup", daemon=True)
-            cleanup.start()
-            cleanup.join(PARSL_SHUTDOWN_SECONDS)
-            if not cleanup.is_alive():
-                return
-            logger.warning(
-                "Parsl did not shut down in %ss; killing its processes", PARSL_SHUTDOWN_SECONDS
-            )
-        for executor in executors:
-            _kill_executor(executor)
+        """Stop Parsl and every pilot (see :func:`executor.parsl_processes.stop_parsl`)."""
+        if self._dfk is not None:
+            dfk, self._dfk = self._dfk, None
+            stop_parsl(dfk, PARSL_SHUTDOWN_SECONDS)
 
     def _parsl_broken(self) -> bool:
         return self._dfk is not None and any(
-            _interchange_dead(e) for e in self._dfk.executors.values()
+            interchange_dead(e) for e in self._dfk.executors.values()
         )
 
     def check_parsl(self) -> None:
-        """Raise :class:`SiteError` if a Parsl interchange died under the driver."""
+        """Raise :class:`SiteError` if a pool can no longer run anything."""
         for executor in self._dfk.executors.values() if self._dfk else ():
-            if _interchange_dead(executor):
+            if getattr(executor, "bad_state_is_set", False):
+                raise SiteError(
+                    f"pool {executor.label!r} cannot start pilots: {executor.executor_exception}; "
+                    f"see {self.context.run_dir / 'parsl'}, fix the site, then `pilot restart`"
+                )
+            if interchange_dead(executor):
                 code = executor.interchange_proc.returncode
                 raise SiteError(
                     f"Parsl's interchange for pool {executor.label!r} exited (code {code}); "
@@ -199,6 +214,9 @@ class Driver:
         last_heartbeat = time.monotonic()
         while not self.schedule.finished and not self._cancel.is_set():
             self._submit_ready()
+            self._scale()
+            if self._pilots is not None:
+                self._pilots.poll()
             self._collect(timeout=HEARTBEAT_INTERVAL)
             self._commit()
             if self.context.cancel_marker.exists():  # `pilot cancel` from another host
@@ -209,29 +227,115 @@ class Driver:
                 last_heartbeat = time.monotonic()
         if self._cancel.is_set() and not self.schedule.finished:
             self._stop_everything()
+        if self._abort is not None:
+            final = RunState.FAILED
+        elif self._cancel.is_set() and any(
+            s is JobState.CANCELLED for s in self.schedule.state.values()
+        ):
             final = RunState.CANCELLED
         elif any(self.schedule.state[n] is not JobState.SUCCEEDED for n in self.graph.names):
             final = RunState.FAILED
         else:
             final = RunState.SUCCEEDED
-        self.recorder.run_state(final)
+        self.recorder.run_state(final, message=self._abort)
         self._report_progress()
         return final
 
+    def _memory(self, name: str) -> int | None:
+        """Memory the job's next attempt asks for (more after an out-of-memory failure)."""
+        state = self._retry.get(name)
+        return state.memory if state and state.memory else self.graph[name].memory
+
+    def _pool_for(self, name: str) -> PoolConfig:
+        job = self.graph[name]
+        pool = select_pool(self.site.pools, job.cores, self._memory(name))
+        if pool is None:  # validated at submit; escalation checks before retrying
+            raise SiteError(misfit_message(name, job.cores, self._memory(name), self.site.pools))
+        return pool
+
+    def _bundle_size(self, label: str) -> int:
+        """How many jobs of ``label`` one bundle would hold (1: unknown or long)."""
+        estimate = self._estimates.as_mapping().get(label)
+        policy = self._packing
+        if policy.target_seconds <= 0 or estimate is None or policy.long(estimate):
+            return 1
+        return max(1, min(policy.max_jobs, int(policy.target_seconds / max(estimate, 1e-4))))
+
     def _submit_ready(self) -> None:
-        room = self._max_in_flight - len(self._in_flight)
-        for name in self.schedule.pop_ready(room):
+        """Hand Parsl new bundles for every pool with free room."""
+        free = {pool: self._capacity[pool] - self._load[pool] for pool in self._capacity}
+        if not any(room > 0 for room in free.values()) or not self.schedule.ready_count:
+            return
+        self._waiting = dict.fromkeys(self._capacity, 0)
+        used = dict.fromkeys(self._capacity, 0.0)
+        pool_of: dict[str, PoolConfig] = {}
+        sizes: dict[str, int] = {}
+        # A fair share: no bundle takes more of the ready jobs than one slot's part, so a
+        # few ready jobs spread over all workers instead of queueing behind one.
+        share = max(1, self.schedule.ready_count // max(1, sum(self._capacity.values())))
+
+        def has_room(name: str) -> bool:
+            # A job of a label packed n to a bundle uses 1/n of a bundle slot.
+            pool = pool_of[name] = self._pool_for(name)
+            label = self.graph[name].label
+            if label not in sizes:
+                sizes[label] = min(share, self._bundle_size(label))
+            size = sizes[label]
+            if used[pool.name] + 1 / size <= free[pool.name] + 1e-9:
+                used[pool.name] += 1 / size
+                return True
+            self._waiting[pool.name] += 1
+            return False
+
+        taken = self.schedule.pop_ready(self.schedule.ready_count, accept=has_room)
+        by_pool: dict[str, list[tuple[str, str]]] = {}
+        for name in taken:
+            by_pool.setdefault(pool_of[name].name, []).append((name, self.graph[name].label))
+        estimates = self._estimates.as_mapping()
+        for pool_name, jobs in by_pool.items():
+            policy = replace(self._packing, max_jobs=min(self._packing.max_jobs, share))
+            bundles = plan_bundles(jobs, estimates, policy, max(1, free[pool_name]))
+            for bundle in bundles[: max(0, free[pool_name])]:
+                self._submit_bundle(self.site.pool(pool_name), bundle)
+            for bundle in bundles[max(0, free[pool_name]) :]:
+                for name in bundle:  # more bundles than room: back to the queue
+                    self.schedule.requeue(name)
+
+    def _submit_bundle(self, pool: PoolConfig, names: list[str]) -> None:
+        bundle_id = self._next_bundle
+        self._next_bundle += 1
+        specs, members = [], []
+        now = time.time()
+        for name in names:
             attempt = self._attempts.get(name, 0) + 1
             self._attempts[name] = attempt
-            self._in_flight[name] = attempt
+            self._in_flight[name] = (attempt, pool.name)
+            members.append((name, attempt))
             self._record(name, JobState.RUNNING, attempts=attempt)
-            self.recorder.attempt_submitted(name, attempt, time.time())
-            future = self._app(self._spec(name, attempt))
-            future.add_done_callback(
-                lambda f, name=name, attempt=attempt: self._done.put((name, attempt, f))
-            )
+            memory = self._memory(name) or pool.memory
+            self.recorder.attempt_submitted(name, attempt, now, pool=pool.name, memory=memory)
+            specs.append(self._spec(name, attempt, memory))
+        self._bundles[bundle_id] = (pool.name, members)
+        self._load[pool.name] += 1
+        future = self._apps[pool.name](specs)
+        future.add_done_callback(lambda f, b=bundle_id: self._done.put((b, f)))
 
-    def _spec(self, name: str, attempt: int) -> dict[str, Any]:
+    def _scale(self) -> None:
+        """Start pilots for pools whose work outgrows their running pilots."""
+        for pool in self.site.pools:
+            executor = self._executors[pool.name]
+            active = sum(1 for status in executor.status_facade.values() if not status.terminal)
+            wanted = blocks_to_start(
+                demand=self._load[pool.name] + self._waiting[pool.name],
+                active_blocks=active,
+                workers=self.site.workers(pool),
+                pool=pool,
+            )
+            if wanted:
+                with terminal_signals_blocked():
+                    executor.scale_out_facade(wanted)
+
+    def _spec(self, name: str, attempt: int, memory: int | None) -> dict[str, Any]:
         job = self.graph[name]
         stdout, stderr = self.context.log_paths(name, attempt)
         return {
@@ -251,6 +355,10 @@ class Driver:
             "stdout": stdout,
             "stderr": stderr,
             "cancel_path": str(self.context.cancel_marker),
+            "memory": memory,
+            "memory_tolerance": self.site.memory_tolerance,
+            # No memory limit asked: a function can run inside the worker, without a fork.
+            "in_process": job.kind == "function" and job.memory is None,
         }
 
     def _collect(self, timeout: float) -> None:
@@ -267,36 +375,45 @@ class Driver:
             except queue.Empty:
                 break
 
-    def _settle(self, name: str, attempt: int, future: Any) -> None:
-        if self._in_flight.get(name) != attempt:
-            return  # already settled (e.g. given up on during a cancel)
-        del self._in_flight[name]
-        outcome = _outcome_of(future)
+    def _settle(self, bundle_id: int, future: Any) -> None:
+        """Record each job of a finished bundle on its own."""
+        if bundle_id not in self._bundles:
+            return  # already given up on during a cancel
+        pool, members = self._bundles.pop(bundle_id)
+        self._load[pool] -= 1
+        outcomes = _outcomes_of(future, len(members))
+        for (name, attempt), outcome in zip(members, outcomes, strict=True):
+            if self._in_flight.get(name, (None,))[0] == attempt:
+                del self._in_flight[name]
+                self._settle_job(name, attempt, outcome)
+
+    def _settle_job(self, name: str, attempt: int, outcome: dict[str, Any]) -> None:
         self.recorder.attempt_finished(name, attempt, outcome)
         if outcome["state"] == "succeeded":
+            if outcome.get("start") and outcome.get("end"):
+                self._estimates.add(self.graph[name].label, outcome["end"] - outcome["start"])
             self._record(name, JobState.SUCCEEDED)
             for child in self.schedule.succeed(name):
                 self._record(child, JobState.READY)
             return
-        failure = FailureClass(outcome["failure_class"])
-        job = self.graph[name]
-        if failure is FailureClass.CANCELLED or self._cancel.is_set():
+        if outcome["failure_class"] == FailureClass.CANCELLED.value or self._cancel.is_set():
             self.schedule.cancel(name)
             self._record(name, JobState.CANCELLED)
-        elif failure.transient and self._transient_used.get(name, 0) < MAX_TRANSIENT_RETRIES:
-            self._transient_used[name] = self._transient_used.get(name, 0) + 1
+            return
+        decision = decide(
+            self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
+        )
+        self._retry[name] = decision.state
+        if decision.action == "retry":
             self.schedule.requeue(name)
-            self._record(name, JobState.READY, detail=f"{failure}: retrying (not counted)")
-        elif not failure.transient and self._retries_used.get(name, 0) < job.retries:
-            used = self._retries_used[name] = self._retries_used.get(name, 0) + 1
-            self.schedule.requeue(name)
-            self._record(
-                name, JobState.READY, detail=f"{outcome['message']}; retry {used}/{job.retries}"
-            )
-        else:
-            self._record(name, JobState.FAILED, detail=outcome["message"])
-            for blocked in self.schedule.fail(name):
-                self._record(blocked, JobState.BLOCKED, detail=f"ancestor {name} failed")
+            self._record(name, JobState.READY, detail=decision.detail)
+            return
+        self._record(name, JobState.FAILED, detail=decision.detail)
+        for blocked in self.schedule.fail(name):
+            self._record(blocked, JobState.BLOCKED, detail=f"ancestor {name} failed")
+        if decision.action == "abort":
+            self._abort = f"aborted: job {name} exited with {outcome['exit_code']} (abort_on_exit)"
+            self.request_cancel()
 
     def _stop_everything(self) -> None:
         """Cancel: start nothing new, stop running jobs, record what happened to each."""
@@ -306,7 +423,9 @@ class Driver:
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
         while self._in_flight and time.monotonic() < deadline and not self._parsl_broken():
             self._collect(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
-        for name, attempt in list(self._in_flight.items()):
+        self._bundles.clear()
+        self._load = dict.fromkeys(self._capacity, 0)
+        for name, (attempt, _) in list(self._in_flight.items()):
             del self._in_flight[name]
             self.recorder.attempt_finished(name, attempt, {
                 "state": "failed", "end": time.time(),
@@ -359,57 +478,20 @@ class Driver:
                 signal.signal(sig, old)
 
 
-def _outcome_of(future: Any) -> dict[str, Any]:
-    """The worker's report, or a pilot-level failure when the task never reported."""
+def _outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]]:
+    """The worker's reports, or a pilot-level failure for every job when the bundle
+    never reported (its worker or pilot died)."""
     try:
         return future.result()
     except Exception as exc:  # the boundary with Parsl: classify, never crash the loop
         lost = type(exc).__name__ in ("ManagerLost", "WorkerLost")
         failure = FailureClass.PILOT_LOST if lost else FailureClass.SUBMIT_ERROR
         logger.warning("task failed in Parsl: %r", exc)
-        return {
+        outcome = {
             "state": "failed", "failure_class": failure.value, "end": time.time(),
             "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
         }  # fmt: skip
-
-
-@contextmanager
-def _terminal_signals_blocked() -> Iterator[None]:
-    """Start Parsl's processes with SIGINT and SIGHUP blocked (the mask is inherited).
-
-    A terminal's Ctrl-C or hang-up goes to every process in the foreground group;
-    the interchange would die of it mid-shutdown. The driver handles these signals
-    and stops Parsl in order. SIGTERM stays deliverable: Parsl stops its processes
-    with it.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _interchange_dead(executor: Any) -> bool:
-    process = getattr(executor, "interchange_proc", None)
-    return process is not None and process.poll() is not None
-
-
-def _kill_executor(executor: Any) -> None:
-    """Cancel every block through the provider and kill the interchange."""
-    job_ids = list(getattr(executor, "blocks_to_job_id", {}).values())
-    provider = getattr(executor, "provider", None)
-    if job_ids and provider is not None:
-        try:
-            provider.cancel(job_ids)
-        except Exception:  # best effort: report and go on stopping the rest
-            logger.exception("could not cancel blocks %s", job_ids)
-    process = getattr(executor, "interchange_proc", None)
-    if process is not None and process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
+        return [dict(outcome) for _ in range(jobs)]
 
 
 def pid_start_time(pid: int | None = None) -> float:

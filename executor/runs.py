@@ -8,7 +8,6 @@ from any directory and with any environment: the workflow as submitted
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import hashlib
 import json
@@ -24,13 +23,15 @@ from typing import Any
 
 from executor._version import __version__
 from executor.driver import Driver, Progress, RunContext, pid_start_time
-from executor.formats.native import graph_from_dict, graph_to_dict
+from executor.errors import RunStateError
+from executor.formats.native import graph_from_saved, graph_to_dict
 from executor.graph import JobGraph
-from executor.sites import backend_class, get_site
+from executor.pools import assign_pools
+from executor.sites import get_site
 from executor.sites.base import SiteConfig
 from executor.states import RunState
 from executor.store import Locations, Store, locate
-from executor.store.queries import get_run
+from executor.store.queries import driver_alive, get_run
 from executor.store.recorder import RunRecorder, claim_for_restart, create_run
 
 
@@ -49,17 +50,6 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _site_to_dict(site: SiteConfig) -> dict[str, Any]:
-    data = dataclasses.asdict(site)
-    data["backend"] = site.backend
-    return data
-
-
-def _site_from_dict(data: dict[str, Any]) -> SiteConfig:
-    data = dict(data)
-    return backend_class(data.pop("backend"))(**data)
-
-
 def start_run(
     graph: JobGraph,
     site: SiteConfig,
@@ -68,7 +58,11 @@ def start_run(
     *,
     source: Path | None = None,
 ) -> RunContext:
-    """Record a new run (all jobs pending) and lay out its directory."""
+    """Record a new run (all jobs pending) and lay out its directory.
+
+    Raises :class:`GraphError` before anything is recorded when a job fits no pool.
+    """
+    assign_pools(graph, site.pools)
     run_id = new_run_id()
     run_dir = locations.run_dir(run_id)
     run_dir.mkdir(parents=True, mode=0o750)
@@ -79,7 +73,7 @@ def start_run(
     (run_dir / "workflow.json").write_text(workflow_text)
     if source is not None:
         shutil.copyfile(source, run_dir / f"submitted{source.suffix}")
-    (run_dir / "site.json").write_text(json.dumps(_site_to_dict(site), indent=1))
+    (run_dir / "site.json").write_text(json.dumps(site.to_dict(), indent=1))
     _write_private(run_dir / "environment.json", json.dumps(dict(os.environ)))
     run = {
         "id": run_id,
@@ -122,19 +116,42 @@ class Resumed:
     to_run: int
 
 
-def resume_run(store: Store, run_id: str) -> Resumed:
+def resume_run(store: Store, run_id: str, *, workflow: Path | None = None) -> Resumed:
     """Take over a run that ended (or whose driver died) so its unfinished jobs run again.
 
     Everything comes from the run directory and the database; nothing from the
-    current directory or environment. Raises :class:`RunStateError` when the run's
-    driver is still alive.
+    current directory or environment. Before taking over, whatever a dead driver
+    left running (local Parsl processes, pilots in a batch queue) is stopped.
+    With ``workflow``, the run continues with that edited workflow: unchanged jobs
+    keep their results; changed and new jobs and their descendants run again.
+
+    Raises :class:`RunStateError` when the run's driver is still alive.
     """
+    from executor.detach import clean_up_after_dead_driver
+
+    run = get_run(store, run_id)
+    if run["state"] == RunState.RUNNING.value and driver_alive(run):
+        raise RunStateError(
+            f"run {run['id']} is still running: its driver (pid {run['pid']} on {run['host']}) "
+            "is alive; wait for it to end or `pilot cancel` it first"
+        )
+    clean_up_after_dead_driver(store, run)
+    if workflow is not None:
+        from executor.revision import revise_run
+
+        revise_run(store, run, workflow)
+        run = get_run(store, run["id"])
+    to_run = claim_for_restart(store, run["id"], _driver_identity())
+    return load_run(store, run["id"], to_run=len(to_run))
+
+
+def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed:
+    """Everything needed to drive a recorded run, from its run directory and the store."""
     run = get_run(store, run_id)
     run_dir = Path(run["run_dir"])
     workflow = json.loads(Path(run["workflow_copy"]).read_text())
-    graph = graph_from_dict(workflow, source=run["workflow_copy"])
-    site = _site_from_dict(json.loads((run_dir / "site.json").read_text()))
-    to_run = claim_for_restart(store, run["id"], _driver_identity())
+    graph = graph_from_saved(workflow, source=run["workflow_copy"])
+    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
     rows = store.query("SELECT name, state, attempts FROM jobs WHERE run_id = ?", [run["id"]])
     return Resumed(
         graph=graph,
@@ -142,7 +159,7 @@ def resume_run(store: Store, run_id: str) -> Resumed:
         context=_context(run["id"], run_dir, Path(run["workdir"])),
         succeeded=frozenset(r["name"] for r in rows if r["state"] == "succeeded"),
         attempts={r["name"]: r["attempts"] for r in rows},
-        to_run=len(to_run),
+        to_run=sum(r["state"] != "succeeded" for r in rows) if to_run is None else to_run,
     )
 
 
@@ -168,7 +185,7 @@ def drive(
             with driver:
                 if on_start is not None:
                     on_start(driver)
-                return driver.run()
+                state = driver.run()
         except BaseException as exc:
             # Never leave the run "running" with no driver: say why it stopped.
             if isinstance(exc, KeyboardInterrupt):
@@ -176,6 +193,11 @@ def drive(
             else:
                 recorder.run_state(RunState.FAILED, message=f"driver error: {exc}")
             raise
+    from executor.report.html import write_final_report
+
+    # After Parsl has stopped; never raises, so the report cannot change the outcome.
+    write_final_report(store, context.run_id, context.run_dir / "report.html")
+    return state
 
 
 @dataclass(frozen=True)
@@ -209,7 +231,7 @@ def run(
     else:
         graph = workflow.build()
     site_config = site if isinstance(site, SiteConfig) else get_site(site)
-    locations = locate(db)
+    locations = locate(db, site_db=site_config.monitoring_db)
     with Store(locations.db) as store:
         context = start_run(graph, site_config, store, locations, source=source)
         state = drive(store, graph, site_config, context)
@@ -220,8 +242,8 @@ def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
     """Cancel a run started anywhere; return its state afterwards.
 
     A live driver is asked to stop (SIGTERM on this host; the run's cancel marker on
-    another) and given ``wait`` seconds to record the cancel. A run whose driver is
-    gone is marked cancelled directly.
+    another) and given ``wait`` seconds to record the cancel. For a run whose driver
+    is gone, what it left running is stopped and the run is marked cancelled.
     """
     import signal
 
@@ -244,6 +266,9 @@ def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
                 return state
             time.sleep(0.2)
         return RunState.RUNNING.value
+    from executor.detach import clean_up_after_dead_driver
+
+    clean_up_after_dead_driver(store, run)
     now = time.time()
 
     def write(conn) -> None:

@@ -9,7 +9,7 @@ chain of work below them go first, so long chains are not left for the end.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from executor.graph import JobGraph
 from executor.states import JobState
@@ -57,13 +57,22 @@ class Schedule:
         """Jobs that are ready before anything has run (to record their state)."""
         return [name for _, name in self._ready]
 
-    def pop_ready(self, limit: int) -> list[str]:
-        """Take up to ``limit`` ready jobs, most important first; they are now running."""
+    def pop_ready(self, limit: int, accept: Callable[[str], bool] | None = None) -> list[str]:
+        """Take up to ``limit`` ready jobs, most important first; they are now running.
+
+        Jobs that ``accept`` turns down (their pool is full) stay ready, in order.
+        """
         taken: list[str] = []
+        declined: list[tuple[tuple[int, int], str]] = []
         while self._ready and len(taken) < limit:
-            _, name = heapq.heappop(self._ready)
-            self.state[name] = JobState.RUNNING
-            taken.append(name)
+            item = heapq.heappop(self._ready)
+            if accept is not None and not accept(item[1]):
+                declined.append(item)
+                continue
+            self.state[item[1]] = JobState.RUNNING
+            taken.append(item[1])
+        for item in declined:
+            heapq.heappush(self._ready, item)
         return taken
 
     def requeue(self, name: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,11 +43,29 @@ with open(call["result_path"], "w") as out:
 """
 
 
-def _argv(spec: dict[str, Any]) -> list[str]:
+# A command string with nothing for a shell to do (no quotes, variables, globs,
+# redirections or operators) whose first word is a program (not a shell builtin such
+# as `exit` or `cd`) is run directly: starting bash would cost more than many jobs take.
+_PLAIN_WORDS = re.compile(r"^[\w./=:,+@%-]+(?: [\w./=:,+@%-]+)*$")
+_PROGRAMS: dict[tuple[str, str], bool] = {}
+
+
+def _is_program(word: str, path: str) -> bool:
+    if (word, path) not in _PROGRAMS:
+        import shutil
+
+        _PROGRAMS[(word, path)] = shutil.which(word, path=path) is not None
+    return _PROGRAMS[(word, path)]
+
+
+def _argv(spec: dict[str, Any], env: dict[str, str]) -> list[str]:
     if spec["kind"] == "function":
         return [sys.executable, "-c", _FUNCTION_RUNNER]
     command = spec["command"]
     if isinstance(command, str):
+        words = command.split(" ")
+        if _PLAIN_WORDS.match(command) and _is_program(words[0], env.get("PATH", "")):
+            return words
         return ["bash", "-c", command]
     return list(command)
 
@@ -70,6 +89,8 @@ def _base_environment(path: str | None) -> dict[str, str]:
 
 def _environment(spec: dict[str, Any]) -> dict[str, str]:
     env = _base_environment(spec.get("environment_file"))
+    # The pilot's batch-job variables (SLURM_JOB_ID, ...) say where the job runs now.
+    env.update((k, v) for k, v in os.environ.items() if k.startswith("SLURM_"))
     env.update(spec.get("environment") or {})
     env.update(
         PILOT_RUN_ID=spec["run_id"],
@@ -87,15 +108,24 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the job's process group, then SIGKILL it after a grace period."""
-    _kill_group(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
-    _kill_group(process.pid, signal.SIGKILL)
-    process.wait()
+def run_bundle(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run several jobs back to back in this worker; each keeps its own outcome.
+
+    One failing job does not stop the others. Once the run is cancelled, jobs not
+    yet started are reported as cancelled without starting.
+    """
+    outcomes = []
+    for spec in specs:
+        cancel_path = spec.get("cancel_path")
+        if cancel_path and os.path.exists(cancel_path):
+            outcomes.append({
+                "state": "failed", "failure_class": "cancelled", "start": None,
+                "end": time.time(), "exit_code": None, "signal": None,
+                "message": "the run was cancelled before this job started",
+            })  # fmt: skip
+            continue
+        outcomes.append(run_job(spec))
+    return outcomes
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -119,19 +149,31 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "host": socket.gethostname(),
         # Set by Parsl's worker pool: which pilot (block) ran this attempt.
         "block_id": os.environ.get("PARSL_WORKER_BLOCK_ID"),
+        "batch_job_id": os.environ.get("SLURM_JOB_ID"),
         "stdout": spec["stdout"],
         "stderr": spec["stderr"],
         "start": time.time(),
     }
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
+    if spec.get("in_process") and threading.current_thread() is threading.main_thread():
+        from executor.inprocess import run_function_here
+
+        outcome.update(run_function_here(spec, _environment(spec), result_path))
+        if outcome["state"] == "succeeded":
+            outcome["result"] = _read_result(result_path)
+        return outcome
     stdin = subprocess.PIPE if spec["kind"] == "function" else subprocess.DEVNULL
     # The driver starts pilots with terminal signals blocked; jobs get a normal mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
-        with open(spec["stdout"], "wb") as out, open(spec["stderr"], "wb") as err:
+        with (
+            open(spec["stdout"], "wb", opener=_private) as out,
+            open(spec["stderr"], "wb", opener=_private) as err,
+        ):
+            env = _environment(spec)
             process = subprocess.Popen(
-                _argv(spec), cwd=spec["workdir"], env=_environment(spec),
+                _argv(spec, env), cwd=spec["workdir"], env=env,
                 stdin=stdin, stdout=out, stderr=err, start_new_session=True,
             )  # fmt: skip
     except OSError as exc:
@@ -152,14 +194,17 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             call["result_path"] = result_path
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
-        stopped_for = _wait(process, spec)
+        watch = _Watch(process, spec)
+        stopped_for = watch.wait()
     finally:
         # Whatever the job left behind in its group goes too.
         _kill_group(process.pid, signal.SIGKILL)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     outcome["end"] = time.time()
-    code = process.returncode
+    outcome["peak_rss_mb"] = watch.peak_mb
+    outcome["cpu_seconds"] = watch.cpu_seconds
+    code = watch.returncode
     outcome["exit_code"] = code if code >= 0 else None
     outcome["signal"] = -code if code < 0 else None
     if stopped_for == "timeout":
@@ -167,6 +212,15 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             state="failed",
             failure_class="timeout",
             message=f"killed after exceeding its walltime of {spec['walltime']:g}s",
+        )
+    elif stopped_for == "out_of_memory":
+        outcome.update(
+            state="failed",
+            failure_class="out_of_memory",
+            message=(
+                f"killed using {watch.peak_mb:.0f}MB, more than its {spec['memory']}MB request "
+                f"(+{spec['memory_tolerance']:.0%} tolerance)"
+            ),
         )
     elif stopped_for == "cancelled":
         outcome.update(state="failed", failure_class="cancelled", message="the run was cancelled")
@@ -185,26 +239,97 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-def _wait(process: subprocess.Popen, spec: dict[str, Any]) -> str | None:
-    """Wait for the job; return ``"timeout"`` or ``"cancelled"`` if it had to be stopped."""
-    walltime = spec.get("walltime")
-    deadline = time.monotonic() + walltime if walltime else None
-    cancel_path = spec.get("cancel_path")
-    # Short jobs are noticed quickly; long ones are polled at most every MAX_POLL_SECONDS.
-    pause = 0.002
-    while True:
+class _Watch:
+    """Waits for a job while enforcing its walltime, memory limit and the run's cancel.
+
+    The job is reaped with ``wait4`` so its CPU time and peak RSS come from the
+    kernel; the RSS of its whole process tree is also sampled (psutil, imported only
+    when needed), because the kernel's figure is per process, not per tree.
+    """
+
+    def __init__(self, process: subprocess.Popen, spec: dict[str, Any]):
+        self.process = process
+        walltime = spec.get("walltime")
+        self.deadline = time.monotonic() + walltime if walltime else None
+        self.cancel_path = spec.get("cancel_path")
+        memory = spec.get("memory")
+        self.limit_mb = memory * (1 + spec.get("memory_tolerance", 0.0)) if memory else None
+        self.peak_mb: float | None = None
+        self.cpu_seconds: float | None = None
+        self.returncode = 0
+        self._next_sample = time.monotonic() + 0.002
+        # A forked child starts with this worker's resident pages, and the kernel's
+        # peak counts them: below this size the kernel figure says nothing of the job.
+        self._fork_image_mb = _own_rss_mb()
+
+    def wait(self) -> str | None:
+        """Return ``None``, or why the job was stopped: timeout, out_of_memory, cancelled."""
+        with _ExitNotifier(self.process.pid) as exited:
+            return self._watch(exited)
+
+    def _watch(self, exited: _ExitNotifier) -> str | None:
+        # Checks start often (a job may blow its memory early) and slow down to
+        # MAX_POLL_SECONDS; the job's exit itself ends any pause at once.
+        pause = 0.001
+        while not self._reaped():
+            exited.wait(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
+                return self._stop("timeout")
+            if self.cancel_path and os.path.exists(self.cancel_path):
+                return self._stop("cancelled")
+            if now >= self._next_sample:
+                # Jobs with a limit are checked at every poll; others now and then for the peak.
+                self._next_sample = now + (0.0 if self.limit_mb else 1.0)
+                if self._sample() and self.limit_mb and (self.peak_mb or 0) > self.limit_mb:
+                    return self._stop("out_of_memory")
+        return None
+
+    def _reaped(self) -> bool:
         try:
-            process.wait(timeout=pause)
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        pause = min(pause * 2, MAX_POLL_SECONDS)
-        if deadline is not None and time.monotonic() >= deadline:
-            _stop(process)
-            return "timeout"
-        if cancel_path and os.path.exists(cancel_path):
-            _stop(process)
-            return "cancelled"
+            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere; nothing more to learn
+            self.process.returncode = self.returncode = self.process.returncode or 0
+            return True
+        if pid == 0:
+            return False
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.process.returncode = self.returncode  # so Popen does not wait for it again
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
+        kernel_peak = usage.ru_maxrss * 1024 / 1_000_000  # ru_maxrss is in KiB on Linux
+        if kernel_peak > self._fork_image_mb * 1.05:
+            self.peak_mb = max(self.peak_mb or 0.0, kernel_peak)
+        return True
+
+    def _sample(self) -> bool:
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return False
+        total = 0
+        for member in tree:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                continue
+        if total:  # a job that already exited (a zombie) has no resident pages
+            self.peak_mb = max(self.peak_mb or 0.0, total / 1_000_000)
+        return True
+
+    def _stop(self, reason: str) -> str:
+        """SIGTERM the job's process group, then SIGKILL it after a grace period."""
+        _kill_group(self.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
+        while not self._reaped():
+            if time.monotonic() >= deadline:
+                _kill_group(self.process.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.01)
+        return reason
 
 
 def _forward_termination(process: subprocess.Popen):
@@ -222,6 +347,49 @@ def _forward_termination(process: subprocess.Popen):
         os.kill(os.getpid(), signum)
 
     return signal.signal(signal.SIGTERM, terminate)
+
+
+class _ExitNotifier:
+    """Waits up to a given time for a process to exit.
+
+    With a pidfd (Linux 5.3+) a wait ends the moment the job exits, so a short job
+    costs no polling delay; elsewhere it simply sleeps.
+    """
+
+    def __init__(self, pid: int):
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def wait(self, seconds: float) -> None:
+        if self._pidfd is None:
+            time.sleep(seconds)
+            return
+        import select
+
+        select.select([self._pidfd], [], [], seconds)
+
+    def __enter__(self) -> _ExitNotifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+
+
+def _private(path: str, flags: int) -> int:
+    """Open a log file readable by the owner and group only: logs may hold secrets."""
+    return os.open(path, flags, 0o640)
+
+
+def _own_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            resident_pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1_000_000
 
 
 def _read_result(path: str) -> str | None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from browser import browser, page  # noqa: F401 - the headless Chromium fixtures
 
 
 def pytest_collection_modifyitems(items):

@@ -25,8 +25,12 @@ WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs")
 JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
     "cores", "memory", "walltime", "retries", "environment",
+    "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit",
 )  # fmt: skip
-DEFAULT_KEYS = ("label", "cores", "memory", "walltime", "retries", "environment")
+DEFAULT_KEYS = (
+    "label", "cores", "memory", "walltime", "retries", "environment",
+    "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit",
+)  # fmt: skip
 
 
 def _unknown_key(key: object, valid: tuple[str, ...]) -> str:
@@ -120,6 +124,13 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
 
     convert("memory", parse_memory)
     convert("walltime", parse_duration)
+    convert("memory_max", parse_memory)
+    unless = merged.get("retry_unless_exit") or []
+    if isinstance(unless, int):
+        unless = [unless]
+    if not isinstance(unless, list):
+        problems.append("retry_unless_exit: must be a list of exit codes, e.g. [2, 3]")
+        unless = []
     command = merged.get("command")
     if isinstance(command, list):
         command = tuple(command)
@@ -152,6 +163,10 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         walltime=values.get("walltime"),
         retries=merged.get("retries", 0),
         environment=environment,
+        retry_unless_exit=tuple(unless),
+        memory_multiplier=merged.get("memory_multiplier", 1.0),
+        memory_max=values.get("memory_max"),
+        abort_on_exit=merged.get("abort_on_exit"),
     )
     return job, problems
 
@@ -182,11 +197,40 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
         entry["retries"] = job.retries
         if job.environment:
             entry["environment"] = dict(job.environment)
+        if job.retry_unless_exit:
+            entry["retry_unless_exit"] = list(job.retry_unless_exit)
+        if job.memory_multiplier != 1.0:
+            entry["memory_multiplier"] = job.memory_multiplier
+        if job.memory_max is not None:
+            entry["memory_max"] = job.memory_max
+        if job.abort_on_exit is not None:
+            entry["abort_on_exit"] = job.abort_on_exit
         jobs.append(entry)
     data: dict[str, Any] = {"name": graph.name, "jobs": jobs}
     if graph.workdir is not None:
         data["workdir"] = str(graph.workdir)
     return data
+
+
+def graph_from_saved(data: Mapping[str, Any], *, source: str) -> JobGraph:
+    """Rebuild a graph from the copy :func:`graph_to_dict` saved in a run directory.
+
+    That copy was validated when the run was submitted and holds every field in its
+    final form (megabytes, seconds), so jobs are built directly, without the checks
+    and conversions of :func:`graph_from_dict`.
+    """
+    jobs = []
+    for entry in data["jobs"]:
+        fields = dict(entry)
+        command = fields.get("command")
+        if isinstance(command, list):
+            fields["command"] = tuple(command)
+        for key in ("args", "after", "retry_unless_exit"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        jobs.append(Job(**fields))
+    workdir = Path(data["workdir"]) if data.get("workdir") else None
+    return JobGraph(str(data["name"]), jobs, workdir=workdir, source=source, trusted=True)
 
 
 def read_json(path: Path) -> Any:

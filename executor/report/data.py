@@ -6,6 +6,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from executor.report.failures import failure_groups, label_usage
 from executor.states import JOB_STATES
 from executor.store import Store
 from executor.store.queries import failed_jobs, get_run, run_summary
@@ -57,5 +58,8 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         "labels": labels,
         "jobs": {**summary["jobs"], "expected": run["n_jobs"]},
         "failed": failures,
+        "usage": label_usage(store, run["id"]),
+        "failure_groups": failure_groups(store, run, failures),
+        "environment_file": str(Path(run["run_dir"]) / "environment.json"),
         "run_dir": str(Path(run["run_dir"])),
     }

@@ -14,7 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from executor.states import JOB_STATES
-from executor.units import format_duration
+from executor.units import format_duration, format_memory
+
+# Failed jobs listed one by one in the text report; JSON has them all.
+MAX_FAILURES_SHOWN = 20
 
 _STATE_STYLE = {
     "succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "magenta",
@@ -64,7 +67,7 @@ def _count(n: int, state: str) -> Text:
 
 def runs_table(summaries: list[dict[str, Any]]) -> Table:
     table = Table()
-    for column in ("run", "name", "state", "site", "done", "failed", "owner", "started"):
+    for column in ("run", "name", "state", "site", "done", "failed", "owner", "host", "started"):
         table.add_column(
             column,
             justify="right" if column in ("done", "failed") else "left",
@@ -77,7 +80,7 @@ def runs_table(summaries: list[dict[str, Any]]) -> Table:
             Text(s["run"]), Text(s["name"]), state_text(s["state"]), Text(s["site"]),
             Text(f"{done}/{s['total']}"),
             _count(jobs["failed"] + jobs["blocked"], "failed"),
-            Text(s["owner"]), Text(age(s["created"])),
+            Text(s["owner"]), Text(s["host"]), Text(age(s["created"])),
         )  # fmt: skip
     return table
 
@@ -99,7 +102,28 @@ def run_status(summary: dict[str, Any]) -> Group:
     counts = ", ".join(f"{n} {state}" for state, n in summary["jobs"].items() if n)
     parts.append(Text(f"jobs: {summary['total']} ({counts})"))
     parts.append(label_table(summary["labels"]))
+    if summary.get("pilots"):
+        parts.append(pilot_table(summary["pilots"]))
     return Group(*parts)
+
+
+def pilot_table(pilots: list[dict[str, Any]]) -> Table:
+    """One row per pilot (Parsl block): its batch job, state, node, cores and jobs run."""
+    table = Table(title="pilots", title_justify="left")
+    for column in ("pool", "block", "batch job", "state", "node", "cores", "attempts", "ran for"):
+        table.add_column(column, justify="right" if column in ("cores", "attempts") else "left")
+    for pilot in pilots:
+        ran = (pilot["end"] or time.time()) - pilot["start"] if pilot["start"] else None
+        table.add_row(
+            Text(pilot["pool"]), Text(pilot["block_id"]), Text(pilot["job_id"] or "-"),
+            Text(pilot["state"], style=_PILOT_STYLE.get(pilot["state"], "")),
+            Text(pilot["node"] or "-"), Text(str(pilot["cores"] or "-")),
+            Text(str(pilot["attempts"])), Text(format_duration(ran)),
+        )  # fmt: skip
+    return table
+
+
+_PILOT_STYLE = {"running": "cyan", "failed": "red", "missing": "red", "timeout": "yellow"}
 
 
 def report(data: dict[str, Any]) -> Group:
@@ -108,9 +132,14 @@ def report(data: dict[str, Any]) -> Group:
                       state_text(data["state"])),
         label_table(data["labels"]),
     ]  # fmt: skip
+    parts.append(usage_table(data["usage"]))
     if not data["failed"]:
         parts.append(Text("no failed jobs", style="green"))
-    for failure in data["failed"]:
+    for group in data["failure_groups"]:
+        parts.extend(_failure_group(group))
+    if data["failed"]:
+        parts.append(Text(f"\nFailed jobs ({len(data['failed'])}):", style="bold"))
+    for failure in data["failed"][:MAX_FAILURES_SHOWN]:
         why = failure["message"] or failure["failure_class"] or "failed"
         parts.append(Text.assemble(
             ("\nFAILED ", "red bold"), (failure["job"], "bold"), f"  label {failure['label']}  ",
@@ -120,7 +149,44 @@ def report(data: dict[str, Any]) -> Group:
         if failure["stderr_tail"]:
             parts.append(Text(f"  stderr ({failure['stderr']}), last lines:", style="dim"))
             parts.append(Text("\n".join("    " + line for line in failure["stderr_tail"])))
+    hidden = len(data["failed"]) - MAX_FAILURES_SHOWN
+    if hidden > 0:
+        parts.append(Text(f"... and {hidden} more failed jobs (all are in `--json`)"))
     return Group(*parts)
+
+
+def usage_table(usage: dict[str, dict[str, Any]]) -> Table:
+    """Per label: outcomes, attempts, runtime and peak memory (median / max)."""
+    table = Table(title="resources per label", title_justify="left")
+    for column in ("label", "succeeded", "failed", "attempts", "runtime med / max",
+                   "peak memory med / max"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, entry in usage.items():
+        runtime, memory = entry["runtime"], entry["peak_memory_mb"]
+        table.add_row(
+            Text(label), _count(entry["succeeded"] or 0, "succeeded"),
+            _count(entry["failed"] or 0, "failed"), str(entry["attempts"] or 0),
+            f"{format_duration(runtime['median'])} / {format_duration(runtime['max'])}",
+            f"{format_memory(memory['median'])} / {format_memory(memory['max'])}",
+        )  # fmt: skip
+    return table
+
+
+def _failure_group(group: dict[str, Any]) -> list[Any]:
+    example = group["example"]
+    cause = group["failure_class"]
+    if group["exit_code"] is not None:
+        cause += f" {group['exit_code']}"
+    names = ", ".join(group["jobs"][:5]) + (", ..." if len(group["jobs"]) > 5 else "")
+    lines: list[Any] = [
+        Text.assemble(("\n" + cause, "red bold"), f": {group['count']} job(s): ", names),
+        Text(f"  e.g. {example['job']}: {example['message'] or cause}"),
+    ]
+    if example["stderr_tail"]:
+        lines.append(Text("\n".join("    " + line for line in example["stderr_tail"])))
+    lines.append(Text("  reproduce:", style="dim"))
+    lines.append(Text("    " + group["reproduce"]))
+    return lines
 
 
 def print_to(console: Console, renderable: Any) -> None:

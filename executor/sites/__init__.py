@@ -12,10 +12,13 @@ from pathlib import Path
 from executor.errors import ConfigError
 from executor.sites.base import SiteConfig
 
-__all__ = ["SiteConfig", "backends", "get_site", "site_search_path"]
+__all__ = ["SiteConfig", "backends", "get_site", "site_files", "site_search_path"]
 
 # backend name -> "module:class"; loaded on first use so `import executor` stays cheap.
-_BACKENDS = {"local": "executor.sites.local:LocalSite"}
+_BACKENDS = {
+    "local": "executor.sites.local:LocalSite",
+    "slurm": "executor.sites.slurm:SlurmSite",
+}
 
 
 def backends() -> list[str]:
@@ -31,6 +34,20 @@ def backend_class(name: str) -> type[SiteConfig]:
 
 def site_search_path() -> list[Path]:
     return [Path.cwd() / "site_configs", Path.home() / ".config" / "pilot" / "sites"]
+
+
+def site_files(directory: Path | None = None) -> list[tuple[str, Path | None]]:
+    """Site names and their files: ``directory``'s, or the search path's (first one wins).
+
+    ``local`` is listed with no file when no file overrides it.
+    """
+    found: dict[str, Path | None] = {}
+    for folder in [directory] if directory is not None else site_search_path():
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, path)
+    if directory is None:
+        found.setdefault("local", None)
+    return sorted(found.items())
 
 
 def get_site(name_or_path: str | None = None) -> SiteConfig:

@@ -1,8 +1,9 @@
 """What every site has, and the control flow every backend shares.
 
-A site file (``site_configs/<name>.yaml``) names a ``backend`` and its options. The
-base class validates the options when the file is loaded (not at the first scale-up)
-and builds the Parsl executors; a backend module supplies only its provider.
+A site file (``site_configs/<name>.yaml``) names a ``backend``, its options, and its
+``pools``. The base class validates everything when the file is loaded (not at the
+first scale-up) and builds one Parsl HighThroughputExecutor per pool; a backend
+module supplies only its differences: the provider, and the size of its nodes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from executor.errors import ConfigError
+from executor.lifeline import interchange_command
+from executor.pools import PoolConfig, pools_from_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,48 +29,52 @@ class SiteConfig:
     ----------
     name
         The site's name (the file's stem).
-    backend
-        ``local`` (more backends arrive with later work).
-    workers
-        Worker slots per pilot; ``None`` means one per core of the pilot's machine.
-    init_blocks, max_blocks
-        Pilots started at once, and the most that may run together.
+    pools
+        Resource classes, each one Parsl executor; empty means the backend's default.
     address
         Where workers connect back to the driver. Loopback by default, so nothing
         listens on the network unless a site asks for it.
     worker_init
         Shell lines run before a pilot starts its workers.
+    memory_tolerance
+        A job may use this fraction more than its memory request before it is
+        killed as ``out_of_memory`` (0.1 = 10%).
+    packing_target, packing_max_jobs
+        Short jobs are packed into bundles a worker runs back to back, each expected
+        to take about ``packing_target`` seconds (0: no packing), at most
+        ``packing_max_jobs`` jobs.
+    monitoring_db
+        The group's shared database for runs on this site (when neither ``--db``
+        nor ``PILOT_DB`` is given).
     """
 
     backend: ClassVar[str] = "base"
 
     name: str
-    workers: int | None = None
-    init_blocks: int = 1
-    max_blocks: int = 1
+    pools: tuple[PoolConfig, ...] = ()
     address: str = "127.0.0.1"
     worker_init: str = ""
+    memory_tolerance: float = 0.1
+    packing_target: float = 10.0
+    packing_max_jobs: int = 500
+    monitoring_db: str | None = None
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         where = self.source or f"site {self.name!r}"
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ConfigError(
-                f"{where}: workers: {self.workers!r} must be a whole number >= 1 or 'auto'"
-            )
-        if not isinstance(self.max_blocks, int) or self.max_blocks < 1:
-            raise ConfigError(
-                f"{where}: max_blocks: {self.max_blocks!r} must be a whole number >= 1"
-            )
-        if not isinstance(self.init_blocks, int) or not 0 <= self.init_blocks <= self.max_blocks:
-            raise ConfigError(
-                f"{where}: init_blocks: {self.init_blocks!r} must be between 0 and max_blocks "
-                f"({self.max_blocks})"
-            )
+        if not self.pools:
+            object.__setattr__(self, "pools", self.default_pools())
+        names = [pool.name for pool in self.pools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: pools: pool names must be unique")
+        tolerance = self.memory_tolerance
+        if not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 10:
+            raise ConfigError(f"{where}: memory_tolerance: {tolerance!r} must be between 0 and 10")
 
     @classmethod
     def from_mapping(cls, name: str, data: dict[str, Any], source: str | None = None) -> SiteConfig:
         """Validate a site file's mapping; unknown keys name the closest valid key."""
+        where = source or name
         fields = {f.name for f in dataclasses.fields(cls)} - {"name", "source"}
         values: dict[str, Any] = {}
         for key, value in data.items():
@@ -80,38 +87,89 @@ class SiteConfig:
                     if close
                     else f"valid keys: {', '.join(sorted(fields))}"
                 )
-                raise ConfigError(
-                    f"{source or name}: unknown key {key!r} for a {cls.backend} site; {hint}"
-                )
-            values[key] = None if value == "auto" else value
-        return cls(name=name, source=source, **values)
+                raise ConfigError(f"{where}: unknown key {key!r} for a {cls.backend} site; {hint}")
+            values[key] = value
+        if "pools" in values:
+            values["pools"] = pools_from_mapping(values["pools"], where)
+        try:
+            return cls(name=name, source=source, **values)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this site (saved with each run for restarts)."""
+        data = dataclasses.asdict(self)
+        data["backend"] = self.backend
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SiteConfig:
+        from executor.sites import backend_class
+
+        data = dict(data)
+        data["pools"] = tuple(PoolConfig(**pool) for pool in data.get("pools", ()))
+        return backend_class(data.pop("backend"))(**data)
 
     # -- what a backend provides ---------------------------------------------------
-    def worker_slots(self) -> int:
-        """Jobs that may run at once across all pilots."""
-        return (self.workers or os.cpu_count() or 1) * self.max_blocks
+    def default_pools(self) -> tuple[PoolConfig, ...]:
+        """Pools used when the site file declares none."""
+        return (PoolConfig(name="default"),)
 
-    def make_provider(self) -> Any:
+    def node_cores(self) -> int:
+        """Cores of one pilot's node (to size ``workers: auto``)."""
+        return os.cpu_count() or 1
+
+    def make_provider(self, pool: PoolConfig) -> Any:
         raise NotImplementedError
 
+    def cancel_orphaned_pilots(self, job_ids: list[str]) -> None:
+        """Cancel pilots a dead driver left in the queue (by batch job id).
+
+        Local pilots need nothing here: their processes are found and stopped by the
+        run directory in their command line. Batch backends cancel through their
+        scheduler (``scancel`` for Slurm).
+        """
+
+    def executor_options(self, pool: PoolConfig) -> dict[str, Any]:
+        """HighThroughputExecutor arguments a backend overrides (heartbeats, drain)."""
+        return {}
+
+    def ping(self) -> list[str]:
+        """Check the site is usable before submitting; one line per check passed.
+
+        Raises :class:`~executor.errors.SiteError` saying what to fix.
+        """
+        return [f"{self.backend} site: nothing to check"]
+
     # -- shared construction -------------------------------------------------------
+    def pool(self, name: str) -> PoolConfig:
+        return next(pool for pool in self.pools if pool.name == name)
+
+    def workers(self, pool: PoolConfig) -> int:
+        return pool.workers or max(1, self.node_cores() // pool.cores)
+
     def make_executors(self) -> list[Any]:
-        """The Parsl executors for this site (one per pool; one pool for now)."""
+        """One Parsl HighThroughputExecutor per pool, labelled with the pool's name."""
         from parsl.executors import HighThroughputExecutor
 
         _put_parsl_commands_on_path()
         return [
             HighThroughputExecutor(
-                label="pool",
-                provider=self.make_provider(),
+                label=pool.name,
+                provider=self.make_provider(pool),
+                interchange_launch_cmd=interchange_command(),
                 address=self.address,
-                max_workers_per_node=self.workers or os.cpu_count() or 1,
-                cores_per_worker=1,
-                heartbeat_period=5,
-                heartbeat_threshold=30,
-                poll_period=5,
+                max_workers_per_node=self.workers(pool),
+                cores_per_worker=pool.cores,
                 encrypted=True,
+                **{
+                    "heartbeat_period": 5,
+                    "heartbeat_threshold": 30,
+                    "poll_period": 5,
+                    **self.executor_options(pool),
+                },
             )
+            for pool in self.pools
         ]
 
 

@@ -2,11 +2,18 @@
 
 Many drivers (many users) may write one file at once, so every write is one short
 ``BEGIN IMMEDIATE`` transaction, retried with backoff when SQLite reports the file
-busy or locked. Readers use WAL snapshots and never block writers.
+busy or locked. Readers use WAL snapshots and never block writers. On a network
+filesystem, where WAL is unsafe, the store falls back to a rollback journal and says so
+(see :mod:`executor.store.filesystem`).
+
+A new database file is created ``rw-rw----`` less the user's umask: with the usual
+umask 022 that is group-readable; a team that shares one database sets umask 002 (or
+``chmod g+w``) so that its members can write it too. It is never world-accessible.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -15,11 +22,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlite_utils
 
 from executor.errors import StoreError
+from executor.store.filesystem import journal_mode_for
 from executor.store.schema import apply_migrations
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,29 +50,69 @@ class Store:
     ----------
     path
         The database file; created (with its directory) if missing.
+    readonly
+        Open an existing database for reading only (``mode=ro``), as the dashboard
+        does: nothing is created, migrated or written.
+    journal
+        ``"wal"`` or ``"delete"`` (rollback journal); by default WAL unless the file
+        lives on a network filesystem.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(
+        self, path: str | os.PathLike, *, readonly: bool = False, journal: str | None = None
+    ):
         self.path = Path(path)
+        self.readonly = readonly
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                # Group-readable, never world-writable: the file may be shared with a team.
-                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o640)
-                os.close(fd)
-            conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=10
-            )
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._retry(lambda: apply_migrations(conn))
+            if readonly:
+                conn = self._open_readonly()
+            else:
+                conn = self._open_writable(journal)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the monitoring database {self.path}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"cannot create the monitoring database {self.path}: {exc}") from exc
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+
+    def _open_writable(self, journal: str | None) -> sqlite3.Connection:
+        # The leaf directory and the file: never any permission for others.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o660)
+            os.close(fd)
+        if journal is None:
+            journal, fstype = journal_mode_for(self.path.parent)
+            if journal != "wal":
+                logger.warning(
+                    "%s is on a network filesystem (%s): using a rollback journal instead of "
+                    "WAL, so readers may briefly delay writers",
+                    self.path,
+                    fstype,
+                )
+        if journal not in ("wal", "delete"):
+            raise StoreError(f"journal must be 'wal' or 'delete', not {journal!r}")
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=10
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self._retry(lambda: conn.execute(f"PRAGMA journal_mode = {journal}"))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._retry(lambda: apply_migrations(conn))
+        self.journal = journal
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(
+                f"no monitoring database at {self.path}; pass --db or set PILOT_DB to one "
+                "that a run has written"
+            )
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self.journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return conn
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:

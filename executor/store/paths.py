@@ -3,6 +3,8 @@
 ``PILOT_HOME`` (default ``~/.local/share/pilot``) holds ``monitoring.db`` and
 ``runs/<run-id>/``. ``PILOT_DB`` moves the database alone (a shared database);
 ``--db PATH`` on the command line moves both: the runs go next to that database.
+A site file's ``monitoring_db:`` names a group's shared database for the runs on that
+site; ``PILOT_DB`` and ``--db`` take precedence over it.
 """
 
 from __future__ import annotations
@@ -21,13 +23,24 @@ class Locations:
         return self.runs / run_id
 
 
-def locate(db: str | os.PathLike | None = None) -> Locations:
-    """Resolve the database path and the runs directory from ``--db`` and the environment."""
+def locate(
+    db: str | os.PathLike | None = None, *, site_db: str | os.PathLike | None = None
+) -> Locations:
+    """Resolve the database path and the runs directory.
+
+    Parameters
+    ----------
+    db
+        ``--db``: the database, with the runs next to it.
+    site_db
+        A site file's ``monitoring_db``: used when neither ``--db`` nor ``PILOT_DB``
+        is set; the runs stay in ``PILOT_HOME``.
+    """
     if db is not None:
         path = Path(db).expanduser().resolve()
         return Locations(db=path, runs=path.parent / "runs")
     home = Path(os.environ.get("PILOT_HOME") or Path.home() / ".local" / "share" / "pilot")
     home = home.expanduser().resolve()
-    shared = os.environ.get("PILOT_DB")
+    shared = os.environ.get("PILOT_DB") or (str(site_db) if site_db else None)
     db_path = Path(shared).expanduser().resolve() if shared else home / "monitoring.db"
     return Locations(db=db_path, runs=home / "runs")

@@ -63,15 +63,46 @@ def get_run(store: Store, run_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-def list_runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    return store.query("SELECT * FROM runs ORDER BY created DESC LIMIT ?", [limit])
+def runs_query(
+    *, owner: str | None = None, since: float | None = None, limit: int = 50
+) -> tuple[str, list[Any]]:
+    """The SQL (and its parameters) that lists runs, newest first.
+
+    Served by the ``runs_owner_created`` index with an owner, ``runs_created`` without;
+    tests assert on its query plan.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if owner is not None:
+        where.append("owner = ?")
+        params.append(owner)
+    if since is not None:
+        where.append("created >= ?")
+        params.append(since)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT * FROM runs{clause} ORDER BY created DESC LIMIT ?", [*params, limit]
+
+
+def list_runs(
+    store: Store, limit: int = 50, *, owner: str | None = None, since: float | None = None
+) -> list[dict[str, Any]]:
+    """Runs newest first; only ``owner``'s and only those created at or after ``since``."""
+    sql, params = runs_query(owner=owner, since=since, limit=limit)
+    return store.query(sql, params)
+
+
+# Both read only an index (jobs_run_state, jobs_run_label_state_position): a status
+# line for a million-job run never reads the jobs table itself.
+JOB_COUNTS_SQL = "SELECT state, count(*) AS n FROM jobs WHERE run_id = ? GROUP BY state"
+LABEL_COUNTS_SQL = (
+    "SELECT label, state, count(*) AS n FROM jobs WHERE run_id = ? "
+    "GROUP BY label, state ORDER BY min(min(position)) OVER (PARTITION BY label)"
+)
 
 
 def job_counts(store: Store, run_id: str) -> dict[str, int]:
     counts = dict.fromkeys(JOB_STATES, 0)
-    for row in store.query(
-        "SELECT state, count(*) AS n FROM jobs WHERE run_id = ? GROUP BY state", [run_id]
-    ):
+    for row in store.query(JOB_COUNTS_SQL, [run_id]):
         counts[row["state"]] = row["n"]
     return counts
 
@@ -79,11 +110,7 @@ def job_counts(store: Store, run_id: str) -> dict[str, int]:
 def label_counts(store: Store, run_id: str) -> dict[str, dict[str, int]]:
     labels: dict[str, dict[str, int]] = {}
     # Labels in the order their first job was written, as the workflow reads.
-    for row in store.query(
-        "SELECT label, state, count(*) AS n FROM jobs WHERE run_id = ? "
-        "GROUP BY label, state ORDER BY min(min(position)) OVER (PARTITION BY label)",
-        [run_id],
-    ):
+    for row in store.query(LABEL_COUNTS_SQL, [run_id]):
         labels.setdefault(row["label"], dict.fromkeys(JOB_STATES, 0))[row["state"]] = row["n"]
     return labels
 
@@ -107,7 +134,19 @@ def run_summary(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "run_dir": run["run_dir"],
         "workdir": run["workdir"],
         "message": run["message"],
+        "pilots": pilots_of(store, run["id"]),
     }
+
+
+def pilots_of(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's pilots (Parsl blocks), oldest first, each with the attempts it ran."""
+    return store.query(
+        "SELECT p.pool, p.block_id, p.job_id, p.state, p.submitted, p.start, p.end, p.node, "
+        "p.cores, p.message, (SELECT count(*) FROM attempts a WHERE a.run_id = p.run_id "
+        "AND a.pool = p.pool AND a.block_id = p.block_id) AS attempts "
+        "FROM pilots p WHERE p.run_id = ? ORDER BY p.submitted, p.pool, p.block_id",
+        [run_id],
+    )
 
 
 def failed_jobs(store: Store, run_id: str) -> list[dict[str, Any]]:

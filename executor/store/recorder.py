@@ -21,7 +21,8 @@ _RUN_EVENT = "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?
 
 _ATTEMPT_FIELDS = (
     "state", "start", "end", "host", "exit_code", "signal", "failure_class",
-    "message", "stdout", "stderr", "block_id", "result",
+    "message", "stdout", "stderr", "block_id", "result", "peak_rss_mb", "cpu_seconds",
+    "batch_job_id",
 )  # fmt: skip
 
 
@@ -33,7 +34,7 @@ class RunRecorder:
         self.run_id = run_id
         self._jobs: dict[str, tuple[str, int | None]] = {}
         self._events: list[tuple[str, float, str | None, str, str | None]] = []
-        self._new_attempts: list[tuple[str, str, int, str, float]] = []
+        self._new_attempts: list[tuple] = []
         self._finished_attempts: list[dict[str, Any]] = []
 
     # -- queueing -------------------------------------------------------------------
@@ -45,8 +46,16 @@ class RunRecorder:
         self._jobs[name] = (state.value, attempts)
         self._events.append((self.run_id, time.time(), name, state.value, detail))
 
-    def attempt_submitted(self, job: str, attempt: int, when: float) -> None:
-        self._new_attempts.append((self.run_id, job, attempt, "running", when))
+    def attempt_submitted(
+        self,
+        job: str,
+        attempt: int,
+        when: float,
+        *,
+        pool: str | None = None,
+        memory: int | None = None,
+    ) -> None:
+        self._new_attempts.append((self.run_id, job, attempt, "running", when, pool, memory))
 
     def attempt_finished(self, job: str, attempt: int, outcome: Mapping[str, Any]) -> None:
         row = {key: outcome.get(key) for key in _ATTEMPT_FIELDS}
@@ -76,8 +85,9 @@ class RunRecorder:
                 jobs,
             )
             conn.executemany(
-                "INSERT OR REPLACE INTO attempts (run_id, job, attempt, state, submitted) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO attempts "
+                "(run_id, job, attempt, state, submitted, pool, memory_mb) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 new_attempts,
             )
             conn.executemany(

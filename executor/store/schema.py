@@ -76,6 +76,42 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_run ON events (run_id, id);
     """,
+    # 2: indexes for a database a whole group shares (issue 7): `pilot status --user/--since`
+    # reads runs by owner and age; per-label counts read only the index (position included,
+    # so a million-job run is counted without touching the table); timelines read a run's
+    # attempts in start order.
+    """
+    CREATE INDEX runs_owner_created ON runs (owner, created);
+    CREATE INDEX jobs_run_label_state_position ON jobs (run_id, label, state, position);
+    DROP INDEX jobs_run_label_state;
+    CREATE INDEX attempts_run_start ON attempts (run_id, start);
+    """,
+    # 3: per-attempt resources (issue 4): the pool it ran in, the memory it asked for,
+    # and what it used.
+    """
+    ALTER TABLE attempts ADD COLUMN pool TEXT;
+    ALTER TABLE attempts ADD COLUMN memory_mb INTEGER;
+    ALTER TABLE attempts ADD COLUMN peak_rss_mb REAL;
+    ALTER TABLE attempts ADD COLUMN cpu_seconds REAL;
+    """,
+    # 4: pilots (issue 3): one row per block; which batch job (SLURM_JOB_ID) ran an attempt.
+    """
+    CREATE TABLE pilots (
+        run_id TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        block_id TEXT NOT NULL,
+        job_id TEXT,
+        state TEXT NOT NULL,
+        submitted REAL,
+        start REAL,
+        end REAL,
+        node TEXT,
+        cores INTEGER,
+        message TEXT,
+        PRIMARY KEY (run_id, pool, block_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE attempts ADD COLUMN batch_job_id TEXT;
+    """,
 )
 
 

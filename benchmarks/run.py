@@ -1,0 +1,298 @@
+"""Side-by-side benchmarks: pilot against plain Parsl on the same machine, in one run.
+
+    python benchmarks/run.py --quick        # smaller sizes, a few minutes
+    python benchmarks/run.py                # the sizes the targets are stated for
+
+Each row runs both contenders back to back with the same number of workers and prints
+their numbers and the ratio. Record results in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+WORKERS = 2
+
+
+def pilot_run(graph, workdir: Path) -> dict:
+    """Run a graph with pilot; return wall time and job span from the store."""
+    import executor
+    from executor.pools import PoolConfig
+    from executor.sites.local import LocalSite
+    from executor.store import Store
+
+    site = LocalSite(name="bench", pools=(PoolConfig(name="default", workers=WORKERS),))
+    db = workdir / "monitoring.db"
+    started = time.perf_counter()
+    result = executor.run(graph, site=site, db=db)
+    wall = time.perf_counter() - started
+    with Store(db) as store:
+        [span] = store.query(
+            "SELECT min(start) AS first, max(end) AS last, count(*) AS n FROM attempts "
+            "WHERE run_id = ? AND state = 'succeeded'",
+            [result.run_id],
+        )
+    return {"wall": wall, "span": span["last"] - span["first"], "jobs": span["n"],
+            "state": result.state.value}  # fmt: skip
+
+
+def parsl_htex(workdir: Path):
+    """A plain Parsl DataFlowKernel with the same local workers, blocks started at once."""
+    from parsl.config import Config
+    from parsl.dataflow.dflow import DataFlowKernel
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    htex = HighThroughputExecutor(
+        label="htex", max_workers_per_node=WORKERS, address="127.0.0.1",
+        provider=LocalProvider(init_blocks=0, min_blocks=0, max_blocks=1),
+    )  # fmt: skip
+    dfk = DataFlowKernel(Config(executors=[htex], strategy="none", run_dir=str(workdir / "parsl"),
+                                usage_tracking=0))  # fmt: skip
+    htex.scale_out_facade(1)
+    return dfk
+
+
+def parsl_throughput(workdir: Path, n: int, kind: str) -> dict:
+    from parsl.app.bash import BashApp
+    from parsl.app.python import PythonApp
+
+    dfk = parsl_htex(workdir)
+    try:
+        if kind == "bash":
+            app = BashApp(_true_command, data_flow_kernel=dfk)
+        else:
+            app = PythonApp(_tiny_function, data_flow_kernel=dfk)
+        app().result()  # workers up
+        started = time.perf_counter()
+        futures = [app() for _ in range(n)]
+        for future in futures:
+            future.result()
+        span = time.perf_counter() - started
+    finally:
+        dfk.cleanup()
+    return {"span": span, "jobs": n}
+
+
+def _true_command():
+    return "true"
+
+
+def _tiny_function():
+    return 1
+
+
+def row_throughput(n: int, kind: str, scratch: Path) -> tuple[str, float, float, str]:
+    import executor
+
+    wf = executor.Workflow(f"{kind}-{n}")
+    if kind == "bash":
+        for i in range(n):
+            wf.shell(f"true-{i}", "true", label="true")
+    else:
+        for i in range(n):
+            wf.function(f"tiny-{i}", "tiny_jobs:tiny", args=[i], label="tiny")
+    wf.workdir = HERE
+    pilot = pilot_run(wf.build(), _fresh(scratch))
+    parsl = parsl_throughput(_fresh(scratch), n, kind)
+    ours, theirs = pilot["jobs"] / pilot["span"], parsl["jobs"] / parsl["span"]
+    name = f"{n:,} tiny {'shell' if kind == 'bash' else 'python'} jobs (jobs/s)"
+    return name, ours, theirs, f"pilot wall {pilot['wall']:.1f}s incl. startup"
+
+
+_ONE_PARSL_JOB = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from run import parsl_htex
+from parsl.app.bash import BashApp
+dfk = parsl_htex(Path({scratch!r}))
+BashApp(lambda: "echo hello", data_flow_kernel=dfk)().result()
+dfk.cleanup()
+"""
+
+
+def row_submit_latency(scratch: Path) -> tuple[str, float, float, str]:
+    """Time from `pilot submit` of a one-job workflow to process exit, vs a Parsl script."""
+    wf = scratch / "one.yaml"
+    wf.write_text("name: one\njobs:\n  - {name: hello, command: 'echo hello'}\n")
+    env = {**os.environ, "PILOT_HOME": str(_fresh(scratch))}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "executor", "submit", str(wf)], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    ours = time.perf_counter() - started
+    script = _ONE_PARSL_JOB.format(here=str(HERE), scratch=str(_fresh(scratch)))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    theirs = time.perf_counter() - started
+    return "submit of 1 job to exit (s, lower is better)", ours, theirs, "target < 2 s"
+
+
+def row_montage(scratch: Path, scale: float) -> tuple[str, float, float, str]:
+    """Makespan of the Montage trace, runtimes divided by ``scale``."""
+    from executor.formats import load_workflow
+
+    source = HERE.parent.parent / "shared" / "workflows" / "wfinstances" / \
+        "montage-chameleon-dss-15d-001.json"  # fmt: skip
+    graph = load_workflow(source, time_scale=scale)
+    pilot = pilot_run(graph, _fresh(scratch))
+    parsl = parsl_graph(graph, _fresh(scratch))
+    bound = critical_path(graph)
+    note = f"critical path {bound:.2f}s; pilot/bound {pilot['span'] / bound:.1f}x"
+    return f"Montage {len(graph)} tasks / {scale:g} makespan (s, lower is better)", \
+        pilot["span"], parsl, note  # fmt: skip
+
+
+def _seconds(job) -> float:
+    return float(job.command[1]) if job.command and job.command[0] == "sleep" else 0.0
+
+
+def critical_path(graph) -> float:
+    finish: dict[str, float] = {}
+    for name in graph.topological_order():
+        finish[name] = _seconds(graph[name]) + max((finish[p] for p in graph.parents(name)),
+                                                   default=0.0)  # fmt: skip
+    return max(finish.values())
+
+
+def parsl_graph(graph, workdir: Path) -> float:
+    """Plain Parsl: one bash_app per job, dependencies as futures (the whole graph at once)."""
+    from parsl.app.bash import BashApp
+
+    dfk = parsl_htex(workdir)
+    try:
+        app = BashApp(_sleep_after, data_flow_kernel=dfk)
+        app(0, inputs=[]).result()
+        started = time.perf_counter()
+        futures: dict[str, object] = {}
+        for name in graph.topological_order():
+            futures[name] = app(_seconds(graph[name]),
+                                inputs=[futures[p] for p in graph.parents(name)])  # fmt: skip
+        for future in futures.values():
+            future.result()
+        return time.perf_counter() - started
+    finally:
+        dfk.cleanup()
+
+
+def _sleep_after(seconds, inputs=()):
+    return f"sleep {seconds}"
+
+
+def _layered(n: int):
+    import executor
+
+    wf = executor.Workflow("layered")
+    width = n // 10
+    for layer in range(10):
+        for i in range(width):
+            after = [f"j-{layer - 1}-{i}"] if layer else []
+            wf.shell(f"j-{layer}-{i}", "true", label=f"layer{layer}", after=after)
+    return wf.build()
+
+
+_BIG_GRAPH = """
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from run import _layered, pilot_run
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = pilot_run(_layered({n}), Path({scratch!r}))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"kb": after - before, **result}}))
+"""
+
+
+def row_big_graph(n: int, scratch: Path) -> tuple[str, float, float, str]:
+    """Driver peak memory per job and throughput for a layered graph of n tiny jobs."""
+    code = _BIG_GRAPH.format(here=str(HERE), n=n, scratch=str(_fresh(scratch)))
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    per_job = data["kb"] * 1024 / n
+    rate = data["jobs"] / data["span"]
+    return f"{n:,}-job layered graph: driver peak bytes/job", per_job, float("nan"), \
+        f"target < 3,000 B/job; {rate:.0f} jobs/s"  # fmt: skip
+
+
+def row_restart(n: int, scratch: Path) -> tuple[str, float, float, str]:
+    """`pilot restart` of an n-job run that is 90% done: seconds until its first new job."""
+    from executor.runs import start_run
+    from executor.sites.local import LocalSite
+    from executor.store import Store, locate
+
+    home = _fresh(scratch)
+    locations = locate(home / "monitoring.db")
+    graph = _layered(n)
+    with Store(locations.db) as store:
+        context = start_run(graph, LocalSite(name="local"), store, locations)
+        done = [(context.run_id, name) for name in graph.topological_order()[: n * 9 // 10]]
+        store.write(lambda conn: (
+            conn.executemany("UPDATE jobs SET state = 'succeeded', attempts = 1 "
+                             "WHERE run_id = ? AND name = ?", done),
+            conn.execute("UPDATE runs SET state = 'failed' WHERE id = ?", (context.run_id,)),
+        ))  # fmt: skip
+    started = time.time()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "executor", "restart", context.run_id, "--db", str(locations.db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    first = None
+    with Store(locations.db) as store:
+        while first is None and driver.poll() is None:
+            rows = store.query(
+                "SELECT min(start) AS t FROM attempts WHERE run_id = ? AND start IS NOT NULL",
+                [context.run_id],
+            )
+            first = rows[0]["t"]
+            time.sleep(0.05)
+    driver.send_signal(2)
+    driver.wait(timeout=60)
+    return f"restart of a {n:,}-job run 90% done: s to first job", \
+        (first or float("nan")) - started, float("nan"), "target < 5 s"  # fmt: skip
+
+
+def _fresh(scratch: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=scratch))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--only", default="", help="comma-separated row numbers, e.g. 1,4")
+    args = parser.parse_args()
+    n = 2_000 if args.quick else 20_000
+    big = 20_000 if args.quick else 200_000
+    rows: list[tuple[str, Callable[[Path], tuple]]] = [
+        ("1", lambda s: row_throughput(n, "bash", s)),
+        ("2", lambda s: row_throughput(n, "python", s)),
+        ("3", lambda s: row_montage(s, 100.0)),
+        ("4", row_submit_latency),
+        ("5", lambda s: row_big_graph(big, s)),
+        ("6", lambda s: row_restart(big, s)),
+    ]
+    wanted = set(args.only.split(",")) if args.only else {key for key, _ in rows}
+    print(f"{'benchmark':58} {'pilot':>10} {'parsl':>10} {'ratio':>7}  note", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for key, row in rows:
+            if key not in wanted:
+                continue
+            name, ours, theirs, note = row(Path(scratch))
+            ratio = ours / theirs if theirs else float("nan")
+            print(f"{key}. {name:55} {ours:10.2f} {theirs:10.2f} {ratio:7.2f}  {note}",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Commands that look at workflows and runs: validate, status, report, logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from executor.cli import (
+    EXIT_CANCELLED,
+    BadInput,
+    cli,
+    console,
+    db_option,
+    json_option,
+    open_store,
+    run_filter,
+    time_scale_option,
+)
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(path_type=Path))
+@click.option("--site", default=None, help="Site whose pools jobs are matched to (default: local).")
+@time_scale_option
+@json_option
+def validate(workflow: Path, site: str | None, time_scale: float, as_json: bool) -> None:
+    """Check WORKFLOW without running it: jobs per label, roots, leaves, longest chain,
+    and which pool of the site each label's jobs go to.
+
+    Exits 2 and lists every problem (file, line, job, field, and how to fix it)
+    when the workflow is invalid or a job fits no pool of the site.
+
+    \b
+    Examples:
+      pilot validate examples/hello/workflow.yaml
+      pilot validate workflow.yaml --site site_configs/local.yaml --json
+      pilot validate montage-chameleon-dss-15d-001.json --json
+    """
+    from collections import Counter
+
+    from executor.formats import load_workflow
+    from executor.pools import assign_pools
+    from executor.sites import get_site
+
+    graph = load_workflow(workflow, time_scale=time_scale)
+    site_config = get_site(site)
+    pool_of = assign_pools(graph, site_config.pools)
+    pools_by_label: dict[str, Counter[str]] = {}
+    for job in graph:
+        pools_by_label.setdefault(job.label, Counter())[pool_of[job.name]] += 1
+    chain = graph.longest_chain()
+    facts: dict[str, Any] = {
+        "workflow": graph.name,
+        "jobs": len(graph),
+        "labels": dict(graph.labels()),
+        "roots": len(graph.roots()),
+        "leaves": len(graph.leaves()),
+        "edges": len(graph.edges()),
+        "longest_chain": {"length": len(chain), "jobs": chain},
+        "workdir": str(graph.workdir) if graph.workdir else None,
+        "site": site_config.name,
+        "pools": {label: dict(counts) for label, counts in pools_by_label.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{graph.name}: {len(graph)} jobs", title_justify="left")
+    table.add_column("label")
+    table.add_column("jobs", justify="right")
+    table.add_column(f"pools of site {site_config.name}")
+    for label, n in graph.labels().items():
+        pools = ", ".join(f"{pool}: {k}" for pool, k in pools_by_label[label].items())
+        table.add_row(Text(label), str(n), Text(pools))
+    out = console()
+    out.print(table)
+    shown = " -> ".join(chain if len(chain) <= 8 else [*chain[:4], "...", *chain[-3:]])
+    out.print(Text(f"roots: {facts['roots']}  leaves: {facts['leaves']}  edges: {facts['edges']}"))
+    out.print(Text(f"longest chain: {len(chain)} jobs: {shown}"))
+    out.print(Text("valid", style="green"))
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many runs to list.")
+@click.option("--all-users", is_flag=True, help="List everyone's runs, not only yours.")
+@click.option("--user", "user", default=None, help="List the runs of user NAME.")
+@click.option("--since", default=None, help="Only runs started within this long, e.g. 2d, 12h.")
+@click.option("--watch", is_flag=True, help="Follow RUN live until it ends; exit as submit would.")
+@json_option
+@db_option
+def status(
+    run: str | None,
+    limit: int,
+    all_users: bool,
+    user: str | None,
+    since: str | None,
+    watch: bool,
+    as_json: bool,
+    db: Path | None,
+) -> None:
+    """Show your runs (newest first), or one RUN: its state and job counts per label.
+
+    A run whose driver died shows as `driver_lost`; `pilot restart RUN` continues it.
+    On a database a group shares (PILOT_DB), --all-users lists everyone's runs.
+
+    \b
+    Examples:
+      pilot status
+      pilot status --all-users --since 2d
+      pilot status --user alice --json
+      pilot status 20261122-101500-ab12 --json
+      pilot status 20261122-101500-ab12 --watch
+    """
+    from executor.report import render
+    from executor.store.queries import get_run, list_runs, run_summary
+
+    owner, cutoff = run_filter(all_users, user, since)
+    if watch:
+        if run is None:
+            raise BadInput("--watch follows one run: give its id, e.g. `pilot status RUN --watch`")
+        _watch(run, db)
+    store, _ = open_store(db)
+    with store, store.snapshot():
+        if run is None:
+            rows = list_runs(store, limit, owner=owner, since=cutoff)
+            summaries = [run_summary(store, r) for r in rows]
+            if as_json:
+                click.echo(json.dumps({"runs": summaries}, indent=2))
+            elif not summaries:
+                whose = "" if owner is None else f" of {owner}"
+                hint = "" if owner is None else " (--all-users lists everyone's)"
+                click.echo(f"no runs{whose} in {store.path}{hint}")
+            else:
+                render.print_to(console(), render.runs_table(summaries))
+            return
+        summary = run_summary(store, get_run(store, run))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        render.print_to(console(), render.run_status(summary))
+
+
+def _watch(run: str, db: Path | None) -> None:
+    from executor.follow import exit_code_for, watch
+    from executor.report import render
+    from executor.store.queries import get_run
+
+    store, _ = open_store(db)
+    with store:
+        run_id = get_run(store, run)["id"]
+        try:
+            state = watch(store, run_id, render.run_status, console())
+        except KeyboardInterrupt:
+            click.echo(f"stopped watching; run {run_id} goes on", err=True)
+            sys.exit(EXIT_CANCELLED)
+    sys.exit(exit_code_for(state))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--lines", default=10, show_default=True, help="Lines of stderr per failed job.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a self-contained HTML report (tables and plots) to this file.",
+)
+@json_option
+@db_option
+def report(run: str, lines: int, html_path: Path | None, as_json: bool, db: Path | None) -> None:
+    """Per-label table of RUN (one column per state, plus expected), then each failed job
+    with its exit code and the last lines of its stderr.
+
+    With --html FILE, writes one HTML file that opens offline: the per-label table,
+    failures grouped by cause, a timeline of jobs per pilot, running jobs and live
+    pilots over time, and runtime and peak-memory distributions per label. Every run
+    also writes one to its run directory (report.html) when it ends.
+
+    \b
+    Examples:
+      pilot report 20261122-101500-ab12 --lines 20
+      pilot report 20261122-101500-ab12 --html report.html
+    """
+    from executor.report import render
+    from executor.report.data import build_report
+
+    store, _ = open_store(db)
+    if html_path is not None:
+        from executor.report.html import write_report
+        from executor.store.queries import get_run
+
+        with store, store.snapshot():
+            run_id = get_run(store, run)["id"]
+            try:
+                written = write_report(store, run_id, html_path)
+            except OSError as exc:
+                raise BadInput(f"cannot write {html_path}: {exc.strerror}") from exc
+        click.echo(f"wrote {written}")
+        return
+    with store, store.snapshot():
+        data = build_report(store, run, tail_lines=lines)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        render.print_to(console(), render.report(data))
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("job")
+@click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
+@click.option("--stderr", "which", flag_value="stderr", help="Print stderr instead of stdout.")
+@db_option
+def logs(run: str, job: str, attempt: int | None, which: str | None, db: Path | None) -> None:
+    """Print the captured stdout (or --stderr) of JOB in RUN.
+
+    \b
+    Examples:
+      pilot logs 20261122-101500-ab12 isr-3
+      pilot logs 20261122-101500-ab12 isr-3 --attempt 1 --stderr
+    """
+    import difflib
+
+    from executor.store.queries import attempts_of, get_run, job_row
+
+    store, _ = open_store(db)
+    with store:
+        run_row = get_run(store, run)
+        row = job_row(store, run_row["id"], job)
+        if row is None:
+            names = [
+                r["name"]
+                for r in store.query("SELECT name FROM jobs WHERE run_id = ?", [run_row["id"]])
+            ]
+            close = difflib.get_close_matches(job, names, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise BadInput(f"run {run_row['id']} has no job {job!r}{hint}")
+        attempts = attempts_of(store, run_row["id"], job)
+    if not attempts:
+        raise BadInput(f"job {job!r} has not run (state: {row['state']}), so it has no logs")
+    chosen = (
+        attempts[-1]
+        if attempt is None
+        else next((a for a in attempts if a["attempt"] == attempt), None)
+    )
+    if chosen is None:
+        numbers = ", ".join(str(a["attempt"]) for a in attempts)
+        raise BadInput(f"job {job!r} has no attempt {attempt}; its attempts: {numbers}")
+    path = chosen["stderr" if which == "stderr" else "stdout"]
+    if not path:
+        raise BadInput(
+            f"attempt {chosen['attempt']} of {job!r} has no log yet (it is still starting)"
+        )
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()

@@ -1,0 +1,240 @@
+"""Commands that run, continue, stop and follow runs: submit, restart, cancel, attach."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from executor.cli import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    cli,
+    db_option,
+    open_store,
+    time_scale_option,
+)
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(path_type=Path))
+@click.option("--site", default=None, help="Site name or site file (default: local).")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run the driver in the background (immune to hang-up; log in the run directory) "
+    "and return at once.",
+)
+@time_scale_option
+@db_option
+def submit(
+    workflow: Path, site: str | None, detach: bool, time_scale: float, db: Path | None
+) -> None:
+    """Run WORKFLOW (YAML, JSON, or WfFormat JSON) until every job has finished.
+
+    Prints `run <ID>` first, then live progress. Jobs run in the workflow file's
+    directory (or its `workdir:`). The workflow is copied into the run directory at
+    submit time: editing the file afterwards does not change this run or its restarts
+    (`pilot restart RUN --workflow FILE` continues it with an edited copy).
+
+    With --detach the driver runs in the background: close the terminal, then follow
+    the run from anywhere with `pilot attach RUN` or `pilot status RUN --watch`.
+
+    Exit code 0 when every job succeeded, 1 when some failed, 2 on bad input,
+    130 when interrupted (Ctrl-C stops running jobs and records the run as cancelled).
+
+    A WfFormat file (a WfCommons trace) runs each task as `sleep` for its recorded
+    runtime divided by --time-scale, after its parents.
+
+    \b
+    Examples:
+      pilot submit examples/hello/workflow.yaml
+      pilot submit examples/hello/workflow.yaml --detach
+      pilot submit montage-chameleon-dss-15d-001.json --time-scale 1000
+    """
+    from executor.formats import load_workflow
+    from executor.pools import assign_pools
+    from executor.runs import start_run
+    from executor.sites import get_site
+
+    graph = load_workflow(workflow, time_scale=time_scale)
+    site_config = get_site(site)
+    assign_pools(graph, site_config.pools)  # a job that fits no pool is bad input: exit 2
+    # A site file may name its group's shared database (`monitoring_db:`).
+    store, locations = open_store(db, site_config.monitoring_db)
+    with store:
+        context = start_run(graph, site_config, store, locations, source=workflow)
+        click.echo(f"run {context.run_id}")
+        sys.stdout.flush()
+        if detach:
+            _detach(store, context.run_id, context.run_dir)
+        _drive_and_exit(store, graph, site_config, context)
+
+
+def _detach(store, run_id: str, run_dir: Path) -> None:
+    from executor.detach import start_detached_driver
+
+    pid = start_detached_driver(store, run_id, run_dir)
+    click.echo(
+        f"driver running in the background (pid {pid}, log {run_dir / 'driver.log'}); "
+        f"follow it with `pilot attach {run_id}`",
+        err=True,
+    )
+    sys.exit(EXIT_OK)
+
+
+def _drive_and_exit(store, graph, site, context, **resume: Any) -> None:
+    from executor.report.progress import LiveProgress
+    from executor.runs import drive
+    from executor.states import RunState
+    from executor.store.queries import job_counts
+
+    started = time.monotonic()
+    try:
+        with LiveProgress() as progress:
+            state = drive(store, graph, site, context, on_progress=progress.update, **resume)
+    except KeyboardInterrupt:
+        click.echo(f"cancelled (forced): run {context.run_id}", err=True)
+        sys.exit(EXIT_CANCELLED)
+    counts = job_counts(store, context.run_id)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    click.echo(f"{state.value}: {summary} in {time.monotonic() - started:.1f}s")
+    if state is RunState.SUCCEEDED:
+        sys.exit(EXIT_OK)
+    if state is RunState.CANCELLED:
+        click.echo(f"cancelled; `pilot restart {context.run_id}` continues it", err=True)
+        sys.exit(EXIT_CANCELLED)
+    click.echo(f"see `pilot report {context.run_id}`", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("run")
+@click.option(
+    "--workflow",
+    "workflow",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Continue with this edited workflow: changed and new jobs and their "
+    "descendants run again; unchanged jobs keep their results.",
+)
+@click.option("--detach", is_flag=True, help="Run the driver in the background.")
+@db_option
+def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> None:
+    """Continue RUN after it ended (failed or cancelled) or its driver died.
+
+    Succeeded jobs never run again; failed, blocked, cancelled, never-started and
+    in-flight jobs run. The run uses the workflow copy, site, working directory and
+    environment saved at submit time (not the file you may have edited since), so it
+    works from any directory. It is refused while the run's driver is still alive.
+    What a dead driver left running (worker pools, pilots in a batch queue) is
+    stopped first.
+
+    \b
+    Examples:
+      pilot restart 20261122-101500-ab12
+      pilot restart 20261122-101500-ab12 --workflow workflow-fixed.yaml --detach
+    """
+    from executor.runs import resume_run
+
+    store, _ = open_store(db)
+    with store:
+        resumed = resume_run(store, run, workflow=workflow)
+        click.echo(f"run {resumed.context.run_id}")
+        click.echo(
+            f"restarting: {resumed.to_run} job(s) to run, "
+            f"{len(resumed.succeeded)} already succeeded",
+            err=True,
+        )
+        sys.stdout.flush()
+        if detach:
+            _detach(store, resumed.context.run_id, resumed.context.run_dir)
+        _drive_and_exit(
+            store, resumed.graph, resumed.site, resumed.context,
+            succeeded=resumed.succeeded, attempts=resumed.attempts,
+        )  # fmt: skip
+
+
+@cli.command()
+@click.argument("run")
+@click.option(
+    "--wait", default=30.0, show_default=True, help="Seconds to wait for the driver to stop."
+)
+@db_option
+def cancel(run: str, wait: float, db: Path | None) -> None:
+    """Cancel RUN from any terminal: running jobs are stopped, nothing new starts.
+
+    \b
+    Example:
+      pilot cancel 20261122-101500-ab12
+    """
+    from executor.runs import cancel as cancel_run
+    from executor.store.queries import get_run
+
+    store, _ = open_store(db)
+    with store:
+        run_id = get_run(store, run)["id"]
+        state = cancel_run(store, run_id, wait=wait)
+    click.echo(f"run {run_id}: {state}")
+    if state == "running":
+        raise click.ClickException(f"the driver did not stop within {wait:g}s; try again")
+
+
+@cli.command()
+@click.argument("run")
+@db_option
+def attach(run: str, db: Path | None) -> None:
+    """Show the live progress of RUN (detached or started elsewhere) until it ends.
+
+    Ctrl-C stops watching, not the run. Exits as `pilot submit` would have for the
+    run's final state (0 succeeded, 1 failed or driver_lost, 130 cancelled).
+
+    \b
+    Example:
+      pilot submit workflow.yaml --detach
+      pilot attach 20261122-101500-ab12
+    """
+    from executor.follow import attach as follow
+    from executor.follow import exit_code_for
+    from executor.report.progress import LiveProgress
+    from executor.store.queries import get_run, job_counts
+
+    store, _ = open_store(db)
+    with store:
+        run_id = get_run(store, run)["id"]
+        click.echo(f"run {run_id}")
+        try:
+            with LiveProgress() as progress:
+                state = follow(store, run_id, progress.update)
+        except KeyboardInterrupt:
+            click.echo(f"detached from run {run_id}; it goes on", err=True)
+            sys.exit(EXIT_CANCELLED)
+        counts = job_counts(store, run_id)
+    click.echo(f"{state}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    sys.exit(exit_code_for(state))
+
+
+@cli.command("_drive", hidden=True)
+@click.argument("run")
+@db_option
+def drive_detached(run: str, db: Path | None) -> None:
+    """The background driver started by `--detach` (not for direct use).
+
+    \b
+    Example:
+      python -m executor _drive RUN --db PATH   (started by pilot itself)
+    """
+    from executor.detach import wait_to_be_named_driver
+    from executor.runs import drive, load_run
+
+    store, _ = open_store(db)
+    with store:
+        wait_to_be_named_driver(store, run)
+        resumed = load_run(store, run)
+        drive(
+            store, resumed.graph, resumed.site, resumed.context,
+            succeeded=resumed.succeeded, attempts=resumed.attempts,
+        )  # fmt: skip

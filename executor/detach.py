@@ -1,0 +1,141 @@
+"""Runs that outlive the terminal: a detached driver, and cleaning up after a dead one.
+
+``pilot submit --detach`` records the run in the foreground (so bad input still exits
+2 and the run id is known), then starts the driver as a new session that ignores
+hang-ups, logging to ``runs/<id>/driver.log``, and returns at once.
+
+A driver killed with SIGKILL leaves Parsl's worker pools (and, on a batch system, its
+pilots) behind. The interchange already dies with its driver (:mod:`executor.lifeline`)
+and pools then exit on their own within a heartbeat threshold; ``pilot restart`` and
+``pilot cancel`` do not wait for that: :func:`clean_up_after_dead_driver` stops them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from executor.errors import RunStateError, SiteError
+from executor.store import Store
+from executor.store.queries import driver_alive, get_run
+
+logger = logging.getLogger(__name__)
+
+# Parsl block states (lower case) after which a pilot holds nothing.
+_ENDED_PILOT_STATES = ("cancelled", "completed", "failed", "timeout", "missing", "scaled_in")
+
+
+def start_detached_driver(store: Store, run_id: str, run_dir: Path) -> int:
+    """Start the driver of a recorded run in the background; return its pid.
+
+    The run row names the new process as its driver before this returns, so the
+    run never looks ``driver_lost`` in between.
+    """
+    import psutil
+
+    log = open(run_dir / "driver.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "executor", "_drive", run_id, "--db", str(store.path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    finally:
+        log.close()
+    started = psutil.Process(child.pid).create_time()
+    store.write(
+        lambda conn: conn.execute(
+            "UPDATE runs SET host = ?, pid = ?, pid_started = ?, heartbeat = ? WHERE id = ?",
+            (socket.gethostname(), child.pid, started, time.time(), run_id),
+        )
+    )
+    # The child is not our concern any more: Popen must not warn that it still runs.
+    child.returncode = 0
+    return child.pid
+
+
+def wait_to_be_named_driver(store: Store, run_id: str, timeout: float = 30.0) -> None:
+    """In a detached driver: wait until the run row names this process as its driver."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get_run(store, run_id)["pid"] == os.getpid():
+            return
+        time.sleep(0.05)
+    raise RunStateError(f"run {run_id} names another driver; this one ({os.getpid()}) stops")
+
+
+def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
+    """Stop what a dead driver left running: local Parsl processes and live pilots.
+
+    Does nothing while the run's driver is alive. Returns what was stopped, for the
+    user to read.
+    """
+    if driver_alive(run):
+        return []
+    stopped = _stop_local_pools(Path(run["run_dir"]))
+    job_ids = _live_pilot_job_ids(store, run["id"])
+    if job_ids:
+        stopped += _cancel_pilots(run, job_ids)
+        store.write(
+            lambda conn: conn.execute(
+                "UPDATE pilots SET state = 'cancelled', end = ? WHERE run_id = ? AND job_id IN "
+                f"({', '.join('?' * len(job_ids))})",
+                (time.time(), run["id"], *job_ids),
+            )
+        )
+    return stopped
+
+
+def _stop_local_pools(run_dir: Path) -> list[str]:
+    """SIGTERM the process groups of worker pools whose log directory is in this run."""
+    import psutil
+
+    marker = str(run_dir / "parsl")
+    stopped = []
+    for process in psutil.process_iter(["cmdline", "pid"]):
+        try:
+            cmdline = process.info["cmdline"] or []
+            if not any(marker in part for part in cmdline):
+                continue
+            if not any("process_worker_pool" in part for part in cmdline):
+                continue
+            os.killpg(os.getpgid(process.pid), signal.SIGTERM)
+            stopped.append(f"worker pool pid {process.pid}")
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return stopped
+
+
+def _live_pilot_job_ids(store: Store, run_id: str) -> list[str]:
+    tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master")}
+    if "pilots" not in tables:
+        return []
+    marks = ", ".join("?" * len(_ENDED_PILOT_STATES))
+    rows = store.query(
+        f"SELECT job_id FROM pilots WHERE run_id = ? AND job_id IS NOT NULL "
+        f"AND state NOT IN ({marks})",
+        [run_id, *_ENDED_PILOT_STATES],
+    )
+    return [row["job_id"] for row in rows]
+
+
+def _cancel_pilots(run: dict[str, Any], job_ids: list[str]) -> list[str]:
+    """Cancel batch pilots through the run's own site (``scancel`` on Slurm)."""
+    import json
+
+    from executor.sites.base import SiteConfig
+
+    site = SiteConfig.from_dict(json.loads((Path(run["run_dir"]) / "site.json").read_text()))
+    try:
+        site.cancel_orphaned_pilots(job_ids)
+    except SiteError as exc:
+        logger.warning("could not cancel pilots %s: %s", job_ids, exc)
+        return []
+    return [f"pilot {job_id}" for job_id in job_ids]

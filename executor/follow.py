@@ -1,0 +1,54 @@
+"""Following a run from another terminal: ``pilot attach`` and ``pilot status --watch``.
+
+Both read only the store (never the driver), so they work on any run in the
+database, detached or not, and leave it running when interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from executor.states import RunState
+from executor.store import Store
+from executor.store.queries import effective_state, get_run, label_counts, run_summary
+
+POLL_SECONDS = 0.5
+
+
+def attach(store: Store, run_id: str, update: Callable[[dict[str, dict[str, int]]], None]) -> str:
+    """Feed ``update`` with per-label counts until the run is no longer running.
+
+    Returns the run's final state as users see it (``driver_lost`` included).
+    """
+    while True:
+        with store.snapshot():
+            counts = label_counts(store, run_id)
+            state = effective_state(get_run(store, run_id))
+        update(counts)
+        if state != RunState.RUNNING.value:
+            return state
+        time.sleep(POLL_SECONDS)
+
+
+def watch(
+    store: Store, run_id: str, render: Callable[[dict[str, Any]], Any], console: Console
+) -> str:
+    """Redraw the run's status in place until it is no longer running; return its state."""
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            with store.snapshot():
+                summary = run_summary(store, get_run(store, run_id))
+            live.update(render(summary), refresh=True)
+            if summary["state"] != RunState.RUNNING.value:
+                return summary["state"]
+            time.sleep(POLL_SECONDS * 2)
+
+
+def exit_code_for(state: str) -> int:
+    """The exit code `pilot submit` would have given for a run that ended in ``state``."""
+    return {"succeeded": 0, "cancelled": 130}.get(state, 1)

@@ -1,0 +1,170 @@
+"""Run a Python-function job inside the worker process: no fork, no interpreter start.
+
+Used for function jobs that ask for no memory limit (enforcing one needs a process
+of its own). Each call is isolated so one job cannot break the next: its stdout and
+stderr go to its own log files at the file-descriptor level, and the environment,
+working directory, ``sys.path``, ``sys.argv`` and the user's own modules (anything
+imported from the working directory) are restored or dropped afterwards. A walltime
+is enforced with a timer signal, so this path is used only in a main thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+
+class _Walltime(BaseException):
+    """Raised inside the job when its walltime is over (BaseException: hard to swallow)."""
+
+
+def run_function_here(
+    spec: dict[str, Any], environment: dict[str, str], result_path: str
+) -> dict[str, Any]:
+    """Call ``spec["function"]``; return the same outcome fields as a subprocess run."""
+    saved = _Saved.take()
+    modules_before = set(sys.modules)
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    outcome: dict[str, Any] = {"exit_code": None, "signal": None, "peak_rss_mb": None}
+    out = os.open(spec["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    err = os.open(spec["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        _redirect(out, err)
+        _set_environ(environment)
+        os.chdir(spec["workdir"])
+        sys.path.insert(0, spec["workdir"])
+        sys.argv = [spec["function"]]
+        _arm(spec.get("walltime"))
+        try:
+            value = _resolve(spec["function"])(*spec["args"], **spec["kwargs"])
+        finally:
+            _arm(None)
+        with open(result_path, "w") as handle:
+            json.dump(value, handle, default=repr)
+        outcome.update(state="succeeded", exit_code=0, failure_class=None, message=None)
+    except _Walltime:
+        outcome.update(
+            state="failed",
+            failure_class="timeout",
+            message=f"killed after exceeding its walltime of {spec['walltime']:g}s",
+        )
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code:
+            outcome.update(
+                state="failed",
+                exit_code=code,
+                failure_class="exit_code",
+                message=f"exit code {code}",
+            )
+        else:
+            outcome.update(state="succeeded", exit_code=0, failure_class=None, message=None)
+    except BaseException as exc:  # noqa: BLE001 - the job's own error, reported as such
+        traceback.print_exc()
+        outcome.update(
+            state="failed",
+            exit_code=1,
+            failure_class="exit_code",
+            message=f"exit code 1: {type(exc).__name__}: {exc}",
+        )
+    finally:
+        saved.restore()
+        os.close(out)
+        os.close(err)
+        _forget_user_modules(modules_before, spec["workdir"])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    outcome["cpu_seconds"] = (usage.ru_utime - usage_before.ru_utime) + (
+        usage.ru_stime - usage_before.ru_stime
+    )
+    outcome["end"] = time.time()
+    return outcome  # fmt: skip
+
+
+class _Saved:
+    """What a job may change in the worker process, to put back afterwards."""
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.path = list(sys.path)
+        self.argv = list(sys.argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.fds = (os.dup(1), os.dup(2))
+        self.streams = (sys.stdout, sys.stderr)
+
+    @classmethod
+    def take(cls) -> _Saved:
+        return cls()
+
+    def restore(self) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(self.fds[0], 1)
+        os.dup2(self.fds[1], 2)
+        for fd in self.fds:
+            os.close(fd)
+        sys.stdout, sys.stderr = self.streams
+        _set_environ(self.environ)
+        os.chdir(self.cwd)
+        sys.path[:] = self.path
+        sys.argv = self.argv
+
+
+def _set_environ(target: dict[str, str]) -> None:
+    """Make ``os.environ`` equal ``target``, touching only what differs (usually nothing)."""
+    current = dict(os.environ)  # one decoding pass; os.environ decodes on every access
+    for key in current.keys() - target.keys():
+        del os.environ[key]
+    for key, value in target.items():
+        if current.get(key) != value:
+            os.environ[key] = value
+
+
+def _redirect(out: int, err: int) -> None:
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    # Fresh text streams on the redirected descriptors, line-buffered like a terminal.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _arm(walltime: float | None) -> None:
+    if walltime:
+
+        def expire(signum: int, frame: Any) -> None:
+            raise _Walltime
+
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, walltime)
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def _resolve(function: str) -> Any:
+    module_name, _, attribute = function.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _forget_user_modules(before: set[str], workdir: str) -> None:
+    """Drop modules the job imported from its working directory: the next job re-imports
+    them fresh, so module-level state cannot leak from one job to the next."""
+    root = os.path.realpath(workdir) + os.sep
+    for name in set(sys.modules) - before:
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        if path and os.path.realpath(path).startswith(root):
+            del sys.modules[name]

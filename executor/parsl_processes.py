@@ -1,0 +1,76 @@
+"""Parsl's processes as the driver sees them: start them shielded, stop them for sure.
+
+Parsl's interchange is a child of the driver and its worker pools run detached; a
+terminal's Ctrl-C reaches the whole foreground process group, and Parsl's own
+shutdown blocks forever if the interchange is already gone. These helpers keep
+both problems out of the driver's loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def terminal_signals_blocked() -> Iterator[None]:
+    """Start Parsl's processes with SIGINT and SIGHUP blocked (the mask is inherited).
+
+    A terminal's Ctrl-C or hang-up goes to every process in the foreground group;
+    the interchange would die of it mid-shutdown. The driver handles these signals
+    and stops Parsl in order. SIGTERM stays deliverable: Parsl stops its processes
+    with it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def interchange_dead(executor: Any) -> bool:
+    process = getattr(executor, "interchange_proc", None)
+    return process is not None and process.poll() is not None
+
+
+def kill_executor(executor: Any) -> None:
+    """Cancel every block through the provider and kill the interchange."""
+    job_ids = list(getattr(executor, "blocks_to_job_id", {}).values())
+    provider = getattr(executor, "provider", None)
+    if job_ids and provider is not None:
+        try:
+            provider.cancel(job_ids)
+        except Exception:  # best effort: report and go on stopping the rest
+            logger.exception("could not cancel blocks %s", job_ids)
+    process = getattr(executor, "interchange_proc", None)
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def stop_parsl(dfk: Any, timeout: float) -> None:
+    """Stop a DataFlowKernel and every pilot, even when Parsl's own shutdown cannot finish.
+
+    Parsl's cleanup talks to the interchange; if that process died (a signal sent to
+    the whole process group, say) the cleanup blocks forever. So it runs in a thread
+    with a deadline, and whatever is left is killed here directly.
+    """
+    executors = list(dfk.executors.values())
+    if not any(interchange_dead(e) for e in executors):
+        cleanup = threading.Thread(target=dfk.cleanup, name="parsl-cleanup", daemon=True)
+        cleanup.start()
+        cleanup.join(timeout)
+        if not cleanup.is_alive():
+            return
+        logger.warning("Parsl did not shut down in %ss; killing its processes", timeout)
+    for executor in executors:
+        kill_executor(executor)

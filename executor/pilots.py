@@ -1,0 +1,248 @@
+"""Pilots (Parsl blocks) as the store sees them, and when a pool's pilots count as broken.
+
+:class:`PilotTracker` turns what Parsl knows about each executor's blocks (block id,
+batch job id, ``JobStatus``, connected managers) into rows of the ``pilots`` table:
+state, submitted/start/end times, node and cores. The driver calls :meth:`poll` from
+its loop; polls are rate-limited and each writes only the rows that changed, in one
+short transaction of its own.
+
+States are Parsl's ``JobState`` names in lower case (``pending``, ``running``,
+``timeout``, ``cancelled``, ``completed``, ``failed``, ``missing``, ``scaled_in``):
+a pilot that reaches its walltime is ``timeout``, which is how pilots normally end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from executor.store.database import Store
+
+logger = logging.getLogger(__name__)
+
+# How often, at most, the tracker asks the interchange about managers and writes.
+POLL_SECONDS = 2.0
+# Parsl's JobState names that end a block.
+_TERMINAL = {"cancelled", "completed", "failed", "timeout", "missing", "scaled_in"}
+
+_UPSERT = (
+    "INSERT INTO pilots (run_id, pool, block_id, job_id, state, submitted, start, end, node, "
+    "cores, message) VALUES (:run_id, :pool, :block_id, :job_id, :state, :submitted, :start, "
+    ":end, :node, :cores, :message) ON CONFLICT (run_id, pool, block_id) DO UPDATE SET "
+    "job_id = excluded.job_id, state = excluded.state, "
+    "start = coalesce(excluded.start, pilots.start), end = excluded.end, "
+    "node = coalesce(excluded.node, pilots.node), cores = excluded.cores, "
+    "message = excluded.message"
+)
+
+# Where the backend does not say (or the pilot ended between polls), a pilot's node is
+# where its jobs ran, and it started no later than its first job.
+_FILL_FROM_ATTEMPTS = (
+    "UPDATE pilots SET "
+    "node = coalesce(node, (SELECT group_concat(DISTINCT a.host) FROM attempts a "
+    "WHERE a.run_id = pilots.run_id AND a.pool = pilots.pool AND a.block_id = pilots.block_id)), "
+    "start = coalesce(start, (SELECT min(a.start) FROM attempts a "
+    "WHERE a.run_id = pilots.run_id AND a.pool = pilots.pool AND a.block_id = pilots.block_id)) "
+    "WHERE run_id = ? AND (node IS NULL OR start IS NULL)"
+)
+
+
+@dataclass
+class Pilot:
+    """What the tracker knows of one block."""
+
+    pool: str
+    block_id: str
+    job_id: str | None = None
+    state: str = "pending"
+    submitted: float | None = None
+    start: float | None = None
+    end: float | None = None
+    node: str | None = None
+    cores: int | None = None
+    message: str | None = None
+    connected: bool = field(default=False, compare=False)
+
+    def row(self, run_id: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id, "pool": self.pool, "block_id": self.block_id,
+            "job_id": self.job_id, "state": self.state, "submitted": self.submitted,
+            "start": self.start, "end": self.end, "node": self.node, "cores": self.cores,
+            "message": self.message,
+        }  # fmt: skip
+
+
+class PilotTracker:
+    """Records the pilots of one run's executors in the store.
+
+    Parameters
+    ----------
+    store, run_id
+        Where to write.
+    executors
+        Parsl executors with blocks (``BlockProviderExecutor``), labelled by pool.
+    interval
+        Seconds between polls that do any work.
+    """
+
+    def __init__(
+        self, store: Store, run_id: str, executors: Iterable[Any], interval: float = POLL_SECONDS
+    ):
+        self.store = store
+        self.run_id = run_id
+        self.executors = [e for e in executors if getattr(e, "provider", None) is not None]
+        self.interval = interval
+        self.pilots: dict[tuple[str, str], Pilot] = {}
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}
+        self._last = -float("inf")
+
+    def poll(self, *, final: bool = False) -> None:
+        """Record new blocks and state changes; at most once per ``interval`` unless ``final``.
+
+        ``final`` is the last poll after Parsl stopped: it does not ask the (stopped)
+        interchange anything.
+        """
+        now = time.monotonic()
+        if not final and now - self._last < self.interval:
+            return
+        self._last = now
+        for executor in self.executors:
+            try:
+                self._observe(executor, final=final)
+            except Exception:  # the boundary with Parsl: a poll must never stop the driver
+                logger.exception("could not read the pilots of pool %s", executor.label)
+        self._write()
+
+    # -- reading Parsl ---------------------------------------------------------------
+    def _observe(self, executor: Any, *, final: bool) -> None:
+        now = time.time()
+        pool = executor.label
+        job_ids = dict(executor.blocks_to_job_id)
+        statuses = dict(executor.status_facade)
+        resources = getattr(executor.provider, "resources", {}) or {}
+        managers = [] if final else _managers(executor)
+        for block_id in set(job_ids) | set(statuses):
+            pilot = self.pilots.get((pool, block_id))
+            if pilot is None:
+                # Until its workers connect: what the pool asks of each pilot.
+                cores = _cores(executor, getattr(executor, "workers_per_node", 0))
+                pilot = Pilot(pool, block_id, submitted=now, cores=cores)
+                self.pilots[pool, block_id] = pilot
+            pilot.job_id = job_ids.get(block_id, pilot.job_id)
+            status = statuses.get(block_id)
+            state = status.state.name.lower() if status is not None else pilot.state
+            provider = resources.get(pilot.job_id, {}).get("status") if pilot.job_id else None
+            provider_state = provider.state.name.lower() if provider is not None else None
+            # Parsl calls every ended block whose workers went away "missing"; the
+            # provider still knows whether it timed out, was cancelled or completed.
+            if provider_state in _TERMINAL and state in ("missing", "running", "pending"):
+                state = provider_state
+            pilot.node = resources.get(pilot.job_id, {}).get("node") or pilot.node
+            if status is not None and status.message and state in ("failed", "missing"):
+                pilot.message = status.message[:500]
+            self._move(pilot, state, now)
+        for manager in managers:
+            pilot = self.pilots.get((pool, str(manager.get("block_id"))))
+            if pilot is None:
+                continue
+            pilot.connected = True
+            if pilot.start is None:
+                pilot.start = now
+            if pilot.state == "pending":
+                pilot.state = "running"
+            pilot.cores = _cores(executor, manager.get("worker_count")) or pilot.cores
+
+    @staticmethod
+    def _move(pilot: Pilot, state: str, now: float) -> None:
+        if pilot.state in _TERMINAL:
+            return  # a block never comes back; keep its first ending
+        pilot.state = state
+        if state == "running" and pilot.start is None:
+            pilot.start = now
+        if state in _TERMINAL and pilot.end is None:
+            pilot.end = now
+
+    # -- writing ---------------------------------------------------------------------
+    def _write(self) -> None:
+        changed = []
+        for key, pilot in self.pilots.items():
+            row = pilot.row(self.run_id)
+            if self._written.get(key) != row:
+                changed.append((key, row))
+        if not changed:
+            return
+
+        def write(conn) -> None:
+            conn.executemany(_UPSERT, [row for _, row in changed])
+            conn.execute(_FILL_FROM_ATTEMPTS, (self.run_id,))
+
+        try:
+            self.store.write(write)
+        except Exception:  # StoreError: try again at the next poll, never stop the run
+            logger.exception("could not record pilots")
+            return
+        for key, row in changed:
+            self._written[key] = row
+
+
+def _cores(executor: Any, workers: Any) -> int | None:
+    try:
+        return int(workers * (getattr(executor, "cores_per_worker", 1) or 1)) or None
+    except (TypeError, ValueError, OverflowError):  # e.g. workers_per_node is inf
+        return None
+
+
+def _managers(executor: Any) -> list[dict[str, Any]]:
+    """The interchange's view of connected workers; nothing if it is not running."""
+    process = getattr(executor, "interchange_proc", None)
+    if process is None or process.poll() is not None:
+        return []
+    try:
+        return list(executor.connected_managers())
+    except Exception:
+        logger.debug("could not list managers of %s", executor.label, exc_info=True)
+        return []
+
+
+class BlockErrorHandler:
+    """Decides when a pool's pilots are broken (Parsl's ``block_error_handler``).
+
+    Parsl's default gives up on an executor as soon as every block it knows has ended
+    "failed" or "missing", and it calls every ended block whose workers went away
+    "missing": one pilot reaching its walltime would end the run. Here only blocks
+    whose workers *never* connected count, and the pool is broken when the last
+    ``threshold`` blocks all failed that way (a wrong ``worker_init``, say).
+    """
+
+    def __init__(self, threshold: int = 3):
+        self.threshold = threshold
+        self._connected: set[str] = set()
+
+    def __call__(self, executor: Any, status: dict[str, Any]) -> None:
+        try:
+            self._connected.update(str(b) for b in executor.connected_blocks())
+        except Exception:
+            return  # the interchange is stopping; nothing to judge
+        recent = sorted(status, key=lambda block: int(block))[-self.threshold :]
+        failed = [
+            block
+            for block in recent
+            if status[block].state.name in ("FAILED", "MISSING") and block not in self._connected
+        ]
+        if len(recent) == self.threshold and len(failed) == self.threshold:
+            messages = "; ".join(
+                f"block {block}: {status[block].message or status[block].state.name.lower()}"
+                for block in failed
+            )
+            from executor.errors import SiteError
+
+            executor.set_bad_state_and_fail_all(
+                SiteError(
+                    f"pool {executor.label!r}: {self.threshold} pilots in a row ended without "
+                    f"their workers connecting ({messages}); check worker_init and `address` in "
+                    "the site file, and the pilots' output in the run's parsl/*/submit_scripts"
+                )
+            )

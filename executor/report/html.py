@@ -1,0 +1,201 @@
+"""``pilot report RUN --html FILE``: one self-contained HTML file a person reads at a glance.
+
+The file needs no network to open: plotly.js is inlined once, and each figure is a
+JSON block drawn by a short script. A Content-Security-Policy allows only those two
+scripts (by hash), so even if a job name slipped through unescaped it could not run.
+Every piece of user data (job names, labels, commands, log lines) is HTML-escaped here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import logging
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from executor._version import __version__
+from executor.report import activity
+from executor.report.figures import run_figures
+from executor.states import JOB_STATES
+from executor.store import Store
+from executor.store.queries import get_run, run_summary
+
+logger = logging.getLogger(__name__)
+
+# Draws every <script type="application/json" data-figure> block with plotly.
+_DRAW = """
+for (const block of document.querySelectorAll('script[data-figure]')) {
+  const spec = JSON.parse(block.textContent);
+  const target = document.getElementById(block.dataset.figure);
+  Plotly.newPlot(target, spec.data, spec.layout, {displaylogo: false, responsive: true});
+}
+"""
+
+FIGURE_TITLES = {
+    "gantt": "Timeline: jobs per pilot",
+    "busy": "Running jobs and live pilots",
+    "runtime": "Runtime per label",
+    "memory": "Peak memory per label",
+}
+
+
+def stylesheet() -> str:
+    return resources.files("executor.report").joinpath("static/pilot.css").read_text()
+
+
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def json_for_script(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` are escaped.
+
+    Without this a job named ``</script><script>...`` would end the block early.
+    """
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _hash(script: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
+
+
+def label_table(labels: dict[str, dict[str, int]]) -> str:
+    """The per-label table: one row per label, one column per state, and the total."""
+    head = "".join(f'<th class="n">{s}</th>' for s in JOB_STATES)
+    rows = []
+    totals = dict.fromkeys(JOB_STATES, 0)
+    for label, counts in labels.items():
+        cells = []
+        for state in JOB_STATES:
+            n = counts.get(state, 0)
+            totals[state] += n
+            css = f"n state-{state}" if n else "n zero"
+            cells.append(f'<td class="{css}">{n}</td>')
+        expected = sum(counts.get(s, 0) for s in JOB_STATES)
+        rows.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}<td class=n>{expected}</td></tr>")
+    if len(labels) > 1:
+        sums = "".join(f'<td class="n">{totals[s]}</td>' for s in JOB_STATES)
+        rows.append(
+            f'<tr class="total"><td>total</td>{sums}<td class=n>{sum(totals.values())}</td></tr>'
+        )
+    return (
+        f'<table id="labels"><thead><tr><th>label</th>{head}<th class="n">expected</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def failures_section(groups: list[dict[str, Any]]) -> str:
+    if not groups:
+        return '<p class="state-succeeded">no failed jobs</p>'
+    parts = []
+    for group in groups:
+        more = group["count"] - len(group["jobs"])
+        names = ", ".join(_e(name) for name in group["jobs"]) + (
+            f" and {more} more" if more else ""
+        )
+        parts.append(
+            f'<div class="failure"><h3><span class="state-failed">{group["count"]} × '
+            f"{_e(group['cause'])}</span> in label {_e(group['label'])}</h3>"
+            f'<p class="meta">jobs: {names}</p>'
+            + (f'<p class="meta">{_e(group["message"])}</p>' if group["message"] else "")
+            + (
+                f'<p class="meta">stderr of {_e(group["example"])}, last lines:</p>'
+                f'<pre class="log">{_e(chr(10).join(group["stderr_tail"]))}</pre>'
+                if group["stderr_tail"]
+                else ""
+            )
+            + "</div>"
+        )
+    return "".join(parts)
+
+
+def render(store: Store, run_id: str, *, now: float | None = None) -> str:
+    """The whole report of one run as an HTML document."""
+    now = time.time() if now is None else now
+    run = get_run(store, run_id)
+    summary = run_summary(store, run)
+    groups = activity.failure_groups(store, run["id"])
+    figures = run_figures(store, run, now=now)
+    blocks = "".join(
+        f"<h2>{_e(title)}</h2>"
+        f'<div class="figure" id="figure-{name}"></div>'
+        f'<script type="application/json" data-figure="figure-{name}">'
+        f"{json_for_script(figures[name])}</script>"
+        for name, title in FIGURE_TITLES.items()
+    )
+    library = plotly_js()
+    policy = (
+        f"default-src 'none'; script-src {_hash(library)} {_hash(_DRAW)}; "
+        "style-src 'unsafe-inline'; img-src data:; font-src data:"
+    )
+    ended = run["ended"] or now
+    finished = f"ended {_when(run['ended'])}" if run["ended"] else "still running"
+    counts = ", ".join(f"{n} {state}" for state, n in summary["jobs"].items() if n)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pilot report {_e(run["id"])}: {_e(run["name"])}</title>
+<style>{stylesheet()}</style>
+</head><body>
+<h1>run {_e(run["id"])}: {_e(run["name"])}
+ <span class="state-{_e(summary["state"])}">{_e(summary["state"])}</span></h1>
+<p class="meta">site {_e(run["site"])} · owner {_e(run["owner"])} · host {_e(run["host"])} ·
+started {_when(run["created"])} · {finished} · {ended - run["created"]:.1f}s</p>
+<p>jobs: {summary["total"]} ({_e(counts)})</p>
+{f'<p class="meta">note: {_e(run["message"])}</p>' if run["message"] else ""}
+<h2>Jobs per label</h2>
+{label_table(summary["labels"])}
+<h2>Failures by cause</h2>
+{failures_section(groups)}
+{blocks}
+<p class="meta">written {_when(now)} by pilot {_e(__version__)}</p>
+<script>{library}</script>
+<script>{_DRAW}</script>
+</body></html>
+"""
+
+
+def write_report(store: Store, run_id: str, path: str | os.PathLike) -> Path:
+    """Write the report of ``run_id`` to ``path`` (group-readable, never world-writable)."""
+    text = render(store, run_id)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    # Readers (a browser refreshing it) never see half a file.
+    os.replace(partial, path)
+    return path
+
+
+def write_final_report(store: Store, run_id: str, path: Path) -> Path | None:
+    """Write the report when a run ends; on any error log a warning and return ``None``.
+
+    A report is a convenience: failing to write one (a full disk, a bug here) must
+    never change a run's outcome or exit code.
+    """
+    try:
+        return write_report(store, run_id, path)
+    except Exception as exc:
+        logger.warning("could not write the HTML report %s: %s", path, exc)
+        return None

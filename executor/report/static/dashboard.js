@@ -1,0 +1,188 @@
+// pilot dashboard: reads the server's JSON and builds the page.
+// Job names, labels, commands and log lines are user data: they only ever enter the
+// page as text nodes (never innerHTML), so "<script>" in a job name shows as text.
+'use strict';
+
+const REFRESH_MS = Number(document.querySelector('meta[name="pilot-refresh"]').content) * 1000;
+const STATES = ['pending', 'ready', 'running', 'succeeded', 'failed', 'blocked', 'cancelled'];
+const FIGURES = [
+  ['gantt', 'Timeline: jobs per pilot'],
+  ['busy', 'Running jobs and live pilots'],
+  ['runtime', 'Runtime per label'],
+  ['memory', 'Peak memory per label'],
+];
+let timer = null;
+
+// el('td', {class: 'n'}, 'text', otherNode): attributes and children, children as text.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function age(then, now) {
+  if (!then) return '-';
+  const s = Math.max(0, now - then);
+  if (s < 60) return `${s.toFixed(0)}s ago`;
+  if (s < 3600) return `${(s / 60).toFixed(0)}m ago`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)}h ago`;
+  return `${(s / 86400).toFixed(1)}d ago`;
+}
+
+function bar(done, total) {
+  const fill = el('span');
+  fill.style.width = `${total ? (100 * done) / total : 0}%`;
+  return el('span', {class: 'bar'}, fill);
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, {cache: 'no-store'});
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function runLink(id) {
+  const link = el('a', {class: 'run'}, id);
+  link.href = '#' + encodeURIComponent(id);
+  return link;
+}
+
+function runsTable(data) {
+  const head = el('tr', {}, ...['run', 'name', 'owner', 'host', 'site', 'state', 'progress',
+    'failed', 'started'].map((h) => el('th', {}, h)));
+  const rows = data.runs.map((r) => el('tr', {'data-run': r.run},
+    el('td', {}, runLink(r.run)), el('td', {}, r.name), el('td', {}, r.owner),
+    el('td', {}, r.host), el('td', {}, r.site),
+    el('td', {class: `state-${r.state}`}, r.state),
+    el('td', {class: 'n'}, bar(r.progress.done, r.progress.total),
+      ` ${r.progress.done}/${r.progress.total}`),
+    el('td', {class: 'n'}, r.jobs.failed + r.jobs.blocked),
+    el('td', {}, age(r.created, data.now))));
+  return el('table', {id: 'runs'}, el('thead', {}, head), el('tbody', {}, ...rows));
+}
+
+function labelTable(labels) {
+  const head = el('tr', {}, el('th', {}, 'label'),
+    ...STATES.map((s) => el('th', {class: 'n'}, s)), el('th', {class: 'n'}, 'expected'),
+    el('th', {}, 'progress'));
+  const rows = Object.entries(labels).map(([label, counts]) => {
+    const total = STATES.reduce((n, s) => n + (counts[s] || 0), 0);
+    const done = ['succeeded', 'failed', 'blocked', 'cancelled']
+      .reduce((n, s) => n + (counts[s] || 0), 0);
+    return el('tr', {'data-label': label}, el('td', {}, label),
+      ...STATES.map((s) => el('td', {class: counts[s] ? `n state-${s}` : 'n zero',
+        'data-state': s}, counts[s] || 0)),
+      el('td', {class: 'n'}, total), el('td', {}, bar(done, total)));
+  });
+  return el('table', {id: 'labels'}, el('thead', {}, head), el('tbody', {}, ...rows));
+}
+
+function pilotTable(run) {
+  if (!run.pilots.length) return el('p', {class: 'note'}, 'no pilot has run a job yet');
+  const head = el('tr', {}, ...['pilot', 'host', 'attempts', 'running now', 'first job',
+    'last activity'].map((h) => el('th', {}, h)));
+  const rows = run.pilots.map((p) => el('tr', {}, el('td', {}, p.block_id),
+    el('td', {}, p.host || '-'), el('td', {class: 'n'}, p.attempts),
+    el('td', {class: 'n'}, p.running || 0), el('td', {}, age(p.start, run.now)),
+    el('td', {}, age(p.end, run.now))));
+  const note = run.pilot_source === 'pilots' ? null
+    : el('p', {class: 'note'}, 'pilots derived from the jobs they ran');
+  return el('div', {}, el('table', {id: 'pilots'}, el('thead', {}, head),
+    el('tbody', {}, ...rows)), note);
+}
+
+function failures(run) {
+  if (!run.failures.length) return el('p', {class: 'state-succeeded'}, 'no failed jobs');
+  return el('div', {id: 'failures'}, ...run.failures.map((g) => {
+    const more = g.count - g.jobs.length;
+    return el('div', {class: 'failure'},
+      el('h3', {}, el('span', {class: 'state-failed'}, `${g.count} × ${g.cause}`),
+        ` in label ${g.label}`),
+      el('p', {class: 'meta'}, 'jobs: ' + g.jobs.join(', ') + (more ? ` and ${more} more` : '')),
+      g.message ? el('p', {class: 'meta'}, g.message) : null,
+      g.stderr_tail.length ? el('p', {class: 'meta'}, `stderr of ${g.example}, last lines:`)
+        : null,
+      g.stderr_tail.length ? el('pre', {class: 'log'}, g.stderr_tail.join('\n')) : null);
+  }));
+}
+
+function figureSlots() {
+  return FIGURES.flatMap(([name, title]) => [el('h2', {}, title),
+    el('div', {class: 'figure', id: `figure-${name}`})]);
+}
+
+async function drawFigures(id) {
+  const figures = await getJSON(`/api/runs/${encodeURIComponent(id)}/figures`);
+  for (const [name] of FIGURES) {
+    const target = document.getElementById(`figure-${name}`);
+    if (target && figures[name]) {
+      Plotly.react(target, figures[name].data, figures[name].layout,
+        {displaylogo: false, responsive: true});
+    }
+  }
+}
+
+async function showRun(id) {
+  const run = await getJSON(`/api/runs/${encodeURIComponent(id)}`);
+  document.getElementById('title').replaceChildren(`run ${run.run}: ${run.name} `,
+    el('span', {id: 'run-state', class: `state-${run.state}`}, run.state));
+  let details = document.getElementById('details');
+  if (!details || details.dataset.run !== run.run) {
+    // First view of this run: build the layout once, so plots update in place.
+    details = el('div', {id: 'details', 'data-run': run.run});
+    const main = document.getElementById('main');
+    main.replaceChildren(el('p', {class: 'meta', id: 'facts'}),
+      el('h2', {}, 'Jobs per label'), el('div', {id: 'label-slot'}),
+      el('h2', {}, 'Pilots'), el('div', {id: 'pilot-slot'}),
+      el('h2', {}, 'Failures by cause'), el('div', {id: 'failure-slot'}),
+      ...figureSlots(), details);
+  }
+  const p = run.progress;
+  document.getElementById('facts').replaceChildren(
+    `owner ${run.owner} · host ${run.host} · site ${run.site} · started `
+    + `${age(run.created, run.now)} · ${p.done}/${p.total} done, ${p.running} running`,
+    run.message ? el('span', {}, ` · note: ${run.message}`) : '');
+  document.getElementById('label-slot').replaceChildren(labelTable(run.labels));
+  document.getElementById('pilot-slot').replaceChildren(pilotTable(run));
+  document.getElementById('failure-slot').replaceChildren(failures(run));
+  await drawFigures(run.run);
+  return run.state === 'running';
+}
+
+async function showRuns() {
+  const data = await getJSON('/api/runs');
+  document.getElementById('title').replaceChildren(`${data.runs.length} run(s)`);
+  document.getElementById('db').textContent = data.db;
+  document.getElementById('main').replaceChildren(data.runs.length ? runsTable(data)
+    : el('p', {class: 'note'}, 'no runs in this database yet'));
+  return data.runs.some((r) => r.state === 'running');
+}
+
+async function update() {
+  clearTimeout(timer);
+  const id = decodeURIComponent(location.hash.slice(1));
+  let live = false;
+  try {
+    live = id ? await showRun(id) : await showRuns();
+    document.getElementById('updated').textContent =
+      `updated ${new Date().toLocaleTimeString()}` + (live ? ', refreshing' : '');
+  } catch (error) {
+    document.getElementById('updated').textContent = `cannot load: ${error.message}`;
+    live = true;
+  }
+  // Poll while something is going; a finished run's page no longer changes.
+  if (live) timer = setTimeout(update, REFRESH_MS);
+}
+
+window.addEventListener('hashchange', () => {
+  document.getElementById('main').replaceChildren();
+  update();
+});
+update();

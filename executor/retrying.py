@@ -1,0 +1,84 @@
+"""What to do after a failed attempt: retry (maybe with more memory), fail, or abort.
+
+Pure policy, with the semantics of HTCondor-based batch production:
+
+- ``pilot_lost`` and ``submit_error`` are the pilot's fault: retried without using
+  the job's ``retries`` (at most ``MAX_TRANSIENT_RETRIES`` times, so a job that
+  kills its pilot every time cannot loop forever);
+- ``abort_on_exit`` stops the whole run when the job exits with that code;
+- exit codes in ``retry_unless_exit`` are never retried;
+- an ``out_of_memory`` failure retries with ``memory × memory_multiplier^n`` (capped
+  by ``memory_max``), in a larger pool when needed;
+- anything else is retried while ``retries`` last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from executor.graph import Job
+from executor.pools import PoolConfig, escalated_memory, select_pool
+from executor.states import FailureClass
+from executor.units import format_memory
+
+MAX_TRANSIENT_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class RetryState:
+    """What one job has used up so far in this run."""
+
+    retries_used: int = 0
+    transient_used: int = 0
+    out_of_memory: int = 0
+    memory: int | None = None  # requested by the next attempt (None: the job's own)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["retry", "fail", "abort"]
+    detail: str
+    state: RetryState
+
+
+def decide(
+    job: Job, outcome: Mapping[str, Any], state: RetryState, pools: Sequence[PoolConfig]
+) -> Decision:
+    """Decide after a failed attempt described by ``outcome`` (the worker's report)."""
+    failure = FailureClass(outcome["failure_class"])
+    message = outcome.get("message") or str(failure)
+    code = outcome.get("exit_code")
+    if failure.transient:
+        if state.transient_used < MAX_TRANSIENT_RETRIES:
+            used = state.transient_used + 1
+            return Decision(
+                "retry",
+                f"{message}; retrying ({failure}, not counted: {used}/{MAX_TRANSIENT_RETRIES})",
+                replace(state, transient_used=used),
+            )
+        return Decision("fail", f"{message}; lost {state.transient_used} times, giving up", state)
+    exited = failure is FailureClass.EXIT_CODE
+    if exited and job.abort_on_exit is not None and code == job.abort_on_exit:
+        return Decision("abort", f"exit code {code} is the job's abort_on_exit: stopping", state)
+    if exited and code in job.retry_unless_exit:
+        return Decision("fail", f"exit code {code} is in retry_unless_exit: not retried", state)
+    if state.retries_used >= job.retries:
+        return Decision("fail", message, state)
+    state = replace(state, retries_used=state.retries_used + 1)
+    detail = f"{message}; retry {state.retries_used}/{job.retries}"
+    if failure is FailureClass.OUT_OF_MEMORY and job.memory is not None:
+        oom = state.out_of_memory + 1
+        memory = escalated_memory(job.memory, job.memory_multiplier, oom, job.memory_max)
+        if select_pool(pools, job.cores, memory) is None:
+            return Decision(
+                "fail",
+                f"{message}; the next attempt would need {format_memory(memory)}, "
+                "more than any pool of this site has",
+                state,
+            )
+        state = replace(state, out_of_memory=oom, memory=memory)
+        if memory != job.memory:
+            detail += f" with {format_memory(memory)}"
+    return Decision("retry", detail, state)

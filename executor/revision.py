@@ -1,0 +1,102 @@
+"""Continue a run with an edited workflow: keep what is unchanged, rerun what changed.
+
+Job identity is the job's name. A job whose definition changed (command, function,
+arguments, resources, environment, parents, ...) runs again, and so does everything
+downstream of it; a new job runs; a removed job is dropped from the run. Succeeded
+jobs that did not change keep their results. The run keeps its working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from executor.formats import load_workflow
+from executor.formats.native import graph_to_dict
+from executor.graph import JobGraph
+from executor.pools import assign_pools
+from executor.states import JobState
+from executor.store import Store
+
+
+def jobs_to_rerun(old: Mapping[str, Any], new: JobGraph) -> tuple[set[str], set[str], set[str]]:
+    """Compare the saved workflow ``old`` (native dict) with ``new``.
+
+    Returns
+    -------
+    rerun, added, removed
+        Jobs of ``new`` that must run again (changed, added, and their descendants),
+        the added ones, and names of ``old`` that ``new`` no longer has.
+    """
+    before = {job["name"]: job for job in old["jobs"]}
+    after = {job["name"]: job for job in graph_to_dict(new)["jobs"]}
+    added = set(after) - set(before)
+    removed = set(before) - set(after)
+    changed = {name for name in set(after) & set(before) if after[name] != before[name]}
+    rerun = set(added | changed)
+    for name in added | changed:
+        rerun |= new.descendants(name)
+    return rerun, added, removed
+
+
+def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
+    """Replace a run's workflow with ``workflow`` and reset what must run again.
+
+    The previous copy stays in the run directory as ``workflow.<n>.json``.
+    """
+    from executor.sites.base import SiteConfig
+
+    run_dir = Path(run["run_dir"])
+    new = load_workflow(workflow)
+    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    assign_pools(new, site.pools)
+    copy = Path(run["workflow_copy"])
+    old = json.loads(copy.read_text())
+    rerun, added, removed = jobs_to_rerun(old, new)
+
+    data = graph_to_dict(new)
+    data["workdir"] = run["workdir"]  # the run keeps where its jobs run
+    text = json.dumps(data, indent=1, sort_keys=True)
+    number = 1 + sum(1 for _ in run_dir.glob("workflow.*.json"))
+    copy.rename(run_dir / f"workflow.{number}.json")
+    copy.write_text(text)
+    now = time.time()
+    rows = [(position, job.label, job.describe(), run["id"], job.name)
+            for position, job in enumerate(new)]  # fmt: skip
+
+    def write(conn) -> None:
+        import hashlib
+
+        conn.executemany(
+            "DELETE FROM jobs WHERE run_id = ? AND name = ?", [(run["id"], n) for n in removed]
+        )
+        conn.executemany(
+            "INSERT INTO jobs (run_id, name, position, label, state, command) "
+            "VALUES (?, ?, 0, '', ?, '')",
+            [(run["id"], name, JobState.PENDING.value) for name in added],
+        )
+        conn.executemany(
+            "UPDATE jobs SET position = ?, label = ?, command = ? WHERE run_id = ? AND name = ?",
+            rows,
+        )
+        conn.executemany(
+            "UPDATE jobs SET state = ?, updated = ? WHERE run_id = ? AND name = ?",
+            [(JobState.PENDING.value, now, run["id"], name) for name in rerun],
+        )
+        conn.execute(
+            "UPDATE runs SET n_jobs = ?, workflow_hash = ?, workflow_source = ? WHERE id = ?",
+            (len(new), hashlib.sha256(text.encode()).hexdigest(), str(workflow.resolve()),
+             run["id"]),
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
+            (run["id"], now, run["state"],
+             f"workflow revised from {workflow}: {len(rerun)} to rerun, "
+             f"{len(added)} added, {len(removed)} removed"),
+        )  # fmt: skip
+
+    store.write(write)
+    return rerun

@@ -1,0 +1,174 @@
+"""Runs on a real single-node Slurm cluster (``scripts/local-slurm.sh start``).
+
+Each test runs the real ``pilot`` command; pilots are real ``sbatch`` jobs. After each
+test no pilot is left in ``squeue``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import pilot_cmd, run_pilot, status_json, wait_for, write_workflow
+from slurm_cluster import pilot_jobs, require_slurm, write_site
+
+
+@pytest.fixture(autouse=True)
+def slurm() -> Iterator[None]:
+    require_slurm()
+    assert pilot_jobs() == [], "pilot jobs left in the queue by something else"
+    yield
+    wait_for(lambda: pilot_jobs() == [], timeout=30, what="no pilot job left in squeue")
+
+
+def _attempts(pilot_home: Path, run_id: str) -> list[dict]:
+    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY job, attempt", [run_id]
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def _submit(*args, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        pilot_cmd("submit", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_jobs_run_in_pilots_and_record_their_slurm_job(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    site = write_site(tmp_path, pool={"workers": 2, "max_blocks": 3})
+    # More jobs than one pilot has workers, each long enough that pilots are added.
+    jobs = [{"name": f"j{i}", "command": "echo $SLURM_JOB_ID; sleep 2"} for i in range(6)] + [
+        {"name": "last", "command": "echo $SLURM_JOB_ID", "after": [f"j{i}" for i in range(6)]}
+    ]
+    path = write_workflow(tmp_path, {"name": "slurm-graph", "jobs": jobs})
+
+    result = run_pilot("submit", path, "--site", site, env=subprocess_env, timeout=150)
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    status = status_json(run_id, env=subprocess_env)
+    assert status["jobs"]["succeeded"] == 7
+    pilots = {p["job_id"]: p for p in status["pilots"]}
+    attempts = _attempts(pilot_home, run_id)
+    for attempt in attempts:
+        # The job's own environment said which Slurm job it ran in.
+        seen = Path(attempt["stdout"]).read_text().strip()
+        assert seen == attempt["batch_job_id"] and seen in pilots, (attempt, pilots)
+    used = {a["batch_job_id"] for a in attempts}
+    assert len(used) >= 2, f"6 jobs of 2s on 2-worker pilots ran in one pilot: {used}"
+    for pilot in pilots.values():
+        assert pilot["state"] in ("scaled_in", "cancelled", "completed"), pilot
+        assert pilot["start"] and pilot["end"] and pilot["node"] and pilot["cores"] == 2
+    # exclusive: false adds no --exclusive; memory is 2 workers x 500MB.
+    scripts = list((pilot_home / "runs" / run_id / "parsl").glob("*/submit_scripts/parsl.*[0-9]"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert "--exclusive" not in text and "#SBATCH --mem=1000M" in text
+    shown = run_pilot("status", run_id, env=subprocess_env)
+    assert "pilots" in shown.stdout and next(iter(pilots)) in shown.stdout
+
+
+def test_scancel_of_a_pilot_retries_its_jobs_on_another(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    site = write_site(tmp_path, pool={"workers": 2, "init_blocks": 2, "max_blocks": 2})
+    work = tmp_path / "work"
+    jobs = [
+        {"name": f"j{i}", "retries": 0,
+         "command": 'echo $SLURM_JOB_ID > $PILOT_JOB_NAME.started; '
+                    'if [ "$PILOT_ATTEMPT" = 1 ]; then sleep 20; fi'}
+        for i in range(4)
+    ]  # fmt: skip
+    path = write_workflow(work, {"name": "lose-a-pilot", "jobs": jobs})
+    with _submit(path, "--site", site, env=subprocess_env) as driver:
+        run_id = driver.stdout.readline().split()[1]
+        wait_for(lambda: len(list(work.glob("*.started"))) == 4, timeout=60, what="4 jobs running")
+        victim = (work / "j0.started").read_text().strip()
+        on_victim = {
+            f.name.split(".")[0] for f in work.glob("*.started") if f.read_text().strip() == victim
+        }
+        subprocess.run(["scancel", victim], check=True, timeout=30)
+        out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 0, err
+    attempts = _attempts(pilot_home, run_id)
+    for job in on_victim:
+        first, second = [a for a in attempts if a["job"] == job]
+        assert first["failure_class"] == "pilot_lost"
+        assert second["state"] == "succeeded" and second["batch_job_id"] != victim
+    pilots = {p["job_id"]: p for p in status_json(run_id, env=subprocess_env)["pilots"]}
+    assert pilots[victim]["state"] in ("cancelled", "missing", "completed")
+
+
+@pytest.mark.parametrize("how", ["pilot cancel", "ctrl-c"])
+def test_cancel_leaves_no_pilot_in_the_queue(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict, how: str
+):
+    site = write_site(tmp_path, pool={"workers": 1, "init_blocks": 2, "max_blocks": 2})
+    jobs = [{"name": f"long-{i}", "command": "touch $PILOT_JOB_NAME.on; sleep 300"} for i in (0, 1)]
+    path = write_workflow(tmp_path / "work", {"name": "cancel-slurm", "jobs": jobs})
+    with _submit(path, "--site", site, env=subprocess_env) as driver:
+        run_id = driver.stdout.readline().split()[1]
+        wait_for(lambda: len(list((tmp_path / "work").glob("*.on"))) == 2, what="jobs running")
+        assert len(pilot_jobs()) == 2
+        if how == "ctrl-c":
+            driver.send_signal(signal.SIGINT)
+        else:
+            result = run_pilot("cancel", run_id, env=subprocess_env)
+            assert result.returncode == 0, result.stderr
+        assert driver.wait(timeout=60) == 130
+    # The driver scancels its pilots before it exits; squeue may show them completing.
+    wait_for(lambda: pilot_jobs() == [], timeout=20, what="squeue to have no pilot")
+    assert status_json(run_id, env=subprocess_env)["state"] == "cancelled"
+
+
+def test_walltime_expiry_drains_then_retries_without_using_retries(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    # One pilot at a time, one minute each, taking no new jobs after 30 s.
+    site = write_site(tmp_path, walltime="1m", drain="30s", pool={"workers": 2, "max_blocks": 1})
+    jobs = [
+        # Outlives its first pilot; the second attempt is quick.
+        {"name": "long", "retries": 0,
+         "command": 'echo $SLURM_JOB_ID; if [ "$PILOT_ATTEMPT" = 1 ]; then sleep 300; fi'},
+        {"name": "early", "command": "echo $SLURM_JOB_ID; sleep 35"},
+        # Ready only after the first pilot started draining: must run in the next one.
+        {"name": "late", "command": "echo $SLURM_JOB_ID", "after": ["early"]},
+    ]  # fmt: skip
+    path = write_workflow(tmp_path, {"name": "walltime", "jobs": jobs})
+
+    result = run_pilot("submit", path, "--site", site, env=subprocess_env, timeout=200)
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    attempts = {(a["job"], a["attempt"]): a for a in _attempts(pilot_home, run_id)}
+    first_pilot = attempts["early", 1]["batch_job_id"]
+    # A lost attempt never reported back; its own output says where it ran.
+    lost_output = pilot_home / "runs" / run_id / "logs" / "long" / "attempt-1.out"
+    assert lost_output.read_text().strip() == first_pilot
+    assert attempts["long", 1]["failure_class"] == "pilot_lost"
+    assert attempts["long", 2]["state"] == "succeeded"
+    assert attempts["late", 1]["batch_job_id"] not in (None, first_pilot)
+    pilots = {p["job_id"]: p for p in status_json(run_id, env=subprocess_env)["pilots"]}
+    assert pilots[first_pilot]["state"] == "timeout"
+
+
+def test_ping_on_a_wrong_partition_says_which_exist(tmp_path: Path, subprocess_env: dict):
+    good = run_pilot("ping", write_site(tmp_path, "good"), env=subprocess_env)
+    assert good.returncode == 0, good.stderr
+    assert "sbatch --test-only" in good.stdout
+
+    bad = run_pilot("ping", write_site(tmp_path, "bad", partition="nosuch"), env=subprocess_env)
+
+    assert bad.returncode == 1
+    assert "partition 'nosuch' does not exist" in bad.stderr
+    assert "partitions: debug" in bad.stderr and "bad.yaml" in bad.stderr
