@@ -22,8 +22,13 @@ from typing import Any
 
 from executor.errors import SiteError
 from executor.graph import JobGraph
-from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles
-from executor.parsl_processes import interchange_dead, stop_parsl, terminal_signals_blocked
+from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
+from executor.parsl_processes import (
+    interchange_dead,
+    outcomes_of,
+    stop_parsl,
+    terminal_signals_blocked,
+)
 from executor.pilots import PilotTracker
 from executor.pools import PoolConfig, misfit_message, select_pool
 from executor.retrying import RetryState, decide
@@ -255,6 +260,8 @@ class Driver:
 
     def _bundle_size(self, label: str) -> int:
         """How many jobs of ``label`` one bundle would hold (1: unknown or long)."""
+        if self.graph.clustering is not None:  # static clustering: the user's size
+            return self.graph.clustering.max_size
         estimate = self._estimates.as_mapping().get(label)
         policy = self._packing
         if policy.target_seconds <= 0 or estimate is None or policy.long(estimate):
@@ -279,7 +286,9 @@ class Driver:
             pool = pool_of[name] = self._pool_for(name)
             label = self.graph[name].label
             if label not in sizes:
-                sizes[label] = min(share, self._bundle_size(label))
+                sizes[label] = self._bundle_size(label)
+                if self.graph.clustering is None:
+                    sizes[label] = min(share, sizes[label])
             size = sizes[label]
             if used[pool.name] + 1 / size <= free[pool.name] + 1e-9:
                 used[pool.name] += 1 / size
@@ -292,9 +301,14 @@ class Driver:
         for name in taken:
             by_pool.setdefault(pool_of[name].name, []).append((name, self.graph[name].label))
         estimates = self._estimates.as_mapping()
+        clustering = self.graph.clustering
         for pool_name, jobs in by_pool.items():
-            policy = replace(self._packing, max_jobs=min(self._packing.max_jobs, share))
-            bundles = plan_bundles(jobs, estimates, policy, max(1, free[pool_name]))
+            if clustering is not None:
+                keyed = [(name, clustering.key(self.graph[name])) for name, _ in jobs]
+                bundles = plan_static(keyed, clustering.max_size)
+            else:
+                policy = replace(self._packing, max_jobs=min(self._packing.max_jobs, share))
+                bundles = plan_bundles(jobs, estimates, policy, max(1, free[pool_name]))
             for bundle in bundles[: max(0, free[pool_name])]:
                 self._submit_bundle(self.site.pool(pool_name), bundle)
             for bundle in bundles[max(0, free[pool_name]) :]:
@@ -381,7 +395,7 @@ class Driver:
             return  # already given up on during a cancel
         pool, members = self._bundles.pop(bundle_id)
         self._load[pool] -= 1
-        outcomes = _outcomes_of(future, len(members))
+        outcomes = outcomes_of(future, len(members))
         for (name, attempt), outcome in zip(members, outcomes, strict=True):
             if self._in_flight.get(name, (None,))[0] == attempt:
                 del self._in_flight[name]
@@ -476,22 +490,6 @@ class Driver:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-
-def _outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]]:
-    """The worker's reports, or a pilot-level failure for every job when the bundle
-    never reported (its worker or pilot died)."""
-    try:
-        return future.result()
-    except Exception as exc:  # the boundary with Parsl: classify, never crash the loop
-        lost = type(exc).__name__ in ("ManagerLost", "WorkerLost")
-        failure = FailureClass.PILOT_LOST if lost else FailureClass.SUBMIT_ERROR
-        logger.warning("task failed in Parsl: %r", exc)
-        outcome = {
-            "state": "failed", "failure_class": failure.value, "end": time.time(),
-            "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
-        }  # fmt: skip
-        return [dict(outcome) for _ in range(jobs)]
 
 
 def pid_start_time(pid: int | None = None) -> float:

@@ -29,6 +29,21 @@ def default_label(name: str) -> str:
     return _TRAILING_INDEX.sub("", name) or name
 
 
+@dataclass(frozen=True, kw_only=True)
+class Clustering:
+    """Static clustering, as chosen in the workflow (``cluster_by``, ``cluster_max``).
+
+    Ready jobs with the same key (their label, or their ``cluster`` value) run
+    together in bundles of up to ``max_size``, whatever their measured runtimes.
+    """
+
+    by: str  # "label" or "cluster"
+    max_size: int = 10
+
+    def key(self, job: Job) -> str | None:
+        return job.label if self.by == "label" else job.cluster
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Job:
     """One node of the graph: a shell command or a Python function, and what it needs.
@@ -53,6 +68,7 @@ class Job:
     memory_multiplier: float = 1.0  # after an OOM kill: memory × multiplier^n ...
     memory_max: int | None = None  # ... capped here (megabytes)
     abort_on_exit: int | None = None  # this exit code stops the whole run at once
+    cluster: str | None = None  # a user key for static clustering (`cluster_by: cluster`)
 
     @property
     def kind(self) -> str:
@@ -142,10 +158,12 @@ class JobGraph:
         source: str | None = None,
         where: Mapping[str, str] | None = None,
         trusted: bool = False,
+        clustering: Clustering | None = None,
     ):
         self.name = name
         self.workdir = workdir
         self.source = source
+        self.clustering = clustering
         job_list = list(jobs)
         where = where or {}
         problems = [] if trusted else _graph_problems(job_list, source, where)

@@ -70,6 +70,26 @@ def plan_bundles(
     return bundles
 
 
+def plan_static(jobs: Sequence[tuple[str, str | None]], max_size: int) -> list[list[str]]:
+    """Static clustering: jobs (name, key) with the same key together, ``max_size`` at most.
+
+    Jobs without a key run alone. Bundles come in the order of their first job.
+    """
+    groups: dict[str, list[str]] = {}
+    bundles: list[list[str]] = []
+    for name, key in jobs:
+        if key is None:
+            bundles.append([name])
+            continue
+        group = groups.setdefault(key, [])
+        if not group:
+            bundles.append(group)
+        group.append(name)
+        if len(group) >= max_size:
+            groups[key] = []
+    return bundles
+
+
 class RuntimeEstimates:
     """Mean measured runtime per label, updated as results arrive."""
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from executor.states import FailureClass
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +77,19 @@ def stop_parsl(dfk: Any, timeout: float) -> None:
         logger.warning("Parsl did not shut down in %ss; killing its processes", timeout)
     for executor in executors:
         kill_executor(executor)
+
+
+def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]]:
+    """The worker's reports, or a pilot-level failure for every job when the bundle
+    never reported (its worker or pilot died)."""
+    try:
+        return future.result()
+    except Exception as exc:  # the boundary with Parsl: classify, never crash the loop
+        lost = type(exc).__name__ in ("ManagerLost", "WorkerLost")
+        failure = FailureClass.PILOT_LOST if lost else FailureClass.SUBMIT_ERROR
+        logger.warning("task failed in Parsl: %r", exc)
+        outcome = {
+            "state": "failed", "failure_class": failure.value, "end": time.time(),
+            "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
+        }  # fmt: skip
+        return [dict(outcome) for _ in range(jobs)]

@@ -329,7 +329,8 @@ def test_unknown_top_level_key(tmp_path):
 def test_unknown_top_level_key_without_a_close_match_lists_valid_keys(tmp_path):
     path = write(tmp_path, "zzzz: 1\njobs: [{name: a, command: 'true'}]\n")
     assert problems_of(path) == [
-        f"{path}: unknown key 'zzzz'; valid keys: name, description, defaults, workdir, jobs"
+        f"{path}: unknown key 'zzzz'; valid keys: name, description, defaults, workdir, jobs, "
+        "cluster_by, cluster_max"
     ]
 
 
@@ -578,3 +579,19 @@ def test_round_trip_without_optional_fields():
         "jobs": [{"name": "only", "label": "only", "command": "true", "cores": 1, "retries": 0}],
     }
     assert job_fields(graph_from_dict(data)) == job_fields(graph)
+
+
+def test_static_clustering_settings_are_checked_and_saved(tmp_path):
+    from executor.formats.native import graph_from_saved, graph_to_dict
+
+    good = write(tmp_path, "cluster_by: cluster\ncluster_max: 4\n"
+                 "jobs: [{name: a, command: 'true', cluster: v1}]\n")  # fmt: skip
+    graph = load_workflow(good)
+    assert (graph.clustering.by, graph.clustering.max_size, graph["a"].cluster) == (
+        "cluster", 4, "v1")  # fmt: skip
+    again = graph_from_saved(graph_to_dict(graph), source="copy")
+    assert again.clustering == graph.clustering and again["a"].cluster == "v1"
+    bad = write(tmp_path, "cluster_by: visit\ncluster_max: 0\njobs: [{name: a, command: 'true'}]\n")
+    problems = problems_of(bad)
+    assert any("cluster_by: 'visit' must be 'label'" in p for p in problems)
+    assert any("cluster_max: 0 must be a whole number >= 1" in p for p in problems)

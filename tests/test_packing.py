@@ -59,3 +59,25 @@ def test_packing_off_and_estimates():
     estimates.add("x", 4.0)
     estimates.add("y", 1.0)
     assert estimates.as_mapping() == {"x": 3.0, "y": 1.0}
+
+
+@given(
+    jobs=st.lists(st.one_of(st.none(), st.sampled_from(["v1", "v2", "v3"])), max_size=200),
+    size=st.integers(1, 20),
+)
+def test_static_clustering_groups_equal_keys_up_to_the_maximum(jobs, size):
+    from executor.packing import plan_static
+
+    named = [(f"job-{i}", key) for i, key in enumerate(jobs)]
+    bundles = plan_static(named, size)
+    key_of = dict(named)
+    assert sorted(n for b in bundles for n in b) == sorted(n for n, _ in named)
+    for bundle in bundles:
+        keys = {key_of[n] for n in bundle}
+        assert len(keys) == 1 and 1 <= len(bundle) <= size
+        if None in keys:
+            assert len(bundle) == 1
+    # Only the last bundle of a key may be short of the maximum.
+    for key in {"v1", "v2", "v3"}:
+        sizes = [len(b) for b in bundles if key_of[b[0]] == key]
+        assert all(n == size for n in sizes[:-1])

@@ -86,3 +86,24 @@ def test_function_jobs_are_packed_and_cannot_disturb_each_other(tmp_path: Path, 
             }  # fmt: skip
     assert run_pilot("logs", run_id, "f-3").stdout == "poisoned 3\n"
     assert run_pilot("logs", run_id, "f-4").stdout == "checked 4\n"
+
+
+def test_static_clustering_by_a_user_key(tmp_path: Path, pilot_home: Path):
+    # Runtimes are unknown, so without clustering every job would run alone.
+    jobs = [{"name": f"j-{i}", "label": "j", "command": "true", "cluster": f"visit{i % 2}"}
+            for i in range(12)]  # fmt: skip
+    path = write_workflow(tmp_path, {"name": "static", "cluster_by": "cluster",
+                                     "cluster_max": 3, "jobs": jobs})  # fmt: skip
+
+    result = run_pilot("submit", path)
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    with Store(locate().db) as store:
+        submitted = {j["name"]: attempts_of(store, run_id, j["name"])[0]["submitted"] for j in jobs}
+    bundles: dict[float, set[str]] = {}
+    for name, when in submitted.items():
+        bundles.setdefault(when, set()).add(name)
+    assert sorted(len(b) for b in bundles.values()) == [3, 3, 3, 3]
+    for bundle in bundles.values():
+        assert len({int(name.split("-")[1]) % 2 for name in bundle}) == 1  # one visit each

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import GraphError
-from executor.graph import Job, JobGraph, _graph_problems, default_label
+from executor.graph import Clustering, Job, JobGraph, _graph_problems, default_label
 from executor.units import parse_duration, parse_memory
 
-WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs")
+WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs", "cluster_by", "cluster_max")
 JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
     "cores", "memory", "walltime", "retries", "environment",
-    "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit",
+    "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit", "cluster",
 )  # fmt: skip
 DEFAULT_KEYS = (
     "label", "cores", "memory", "walltime", "retries", "environment",
@@ -70,6 +70,8 @@ def graph_from_dict(
         problems.append(f"{source}: jobs: must be a non-empty list of jobs")
         raw_jobs = []
     workdir = _workdir(data.get("workdir"), base_dir)
+    clustering, clustering_problems = _clustering(data, source)
+    problems += clustering_problems
 
     jobs: list[Job] = []
     where: dict[str, str] = {}
@@ -91,7 +93,28 @@ def graph_from_dict(
         # Report the graph's own problems (names, edges) with these, not on the next try.
         problems += _graph_problems(jobs, source, where)
         raise GraphError(f"{len(problems)} problem(s) in {source}", problems)
-    return JobGraph(str(name), jobs, workdir=workdir, source=source, where=where)
+    return JobGraph(
+        str(name), jobs, workdir=workdir, source=source, where=where, clustering=clustering
+    )
+
+
+def _clustering(data: Mapping[str, Any], source: str) -> tuple[Clustering | None, list[str]]:
+    by, size = data.get("cluster_by"), data.get("cluster_max", 10)
+    if by is None:
+        if "cluster_max" in data:
+            return None, [f"{source}: cluster_max: needs cluster_by (label or cluster)"]
+        return None, []
+    problems = []
+    if by not in ("label", "cluster"):
+        problems.append(
+            f"{source}: cluster_by: {by!r} must be 'label' (jobs of one label together) or "
+            "'cluster' (jobs with the same `cluster:` value together)"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        problems.append(f"{source}: cluster_max: {size!r} must be a whole number >= 1")
+    if problems:
+        return None, problems
+    return Clustering(by=by, max_size=size), []
 
 
 def _workdir(value: object, base_dir: Path | None) -> Path | None:
@@ -167,6 +190,7 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         memory_multiplier=merged.get("memory_multiplier", 1.0),
         memory_max=values.get("memory_max"),
         abort_on_exit=merged.get("abort_on_exit"),
+        cluster=None if merged.get("cluster") is None else str(merged["cluster"]),
     )
     return job, problems
 
@@ -205,10 +229,15 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
             entry["memory_max"] = job.memory_max
         if job.abort_on_exit is not None:
             entry["abort_on_exit"] = job.abort_on_exit
+        if job.cluster is not None:
+            entry["cluster"] = job.cluster
         jobs.append(entry)
     data: dict[str, Any] = {"name": graph.name, "jobs": jobs}
     if graph.workdir is not None:
         data["workdir"] = str(graph.workdir)
+    if graph.clustering is not None:
+        data["cluster_by"] = graph.clustering.by
+        data["cluster_max"] = graph.clustering.max_size
     return data
 
 
@@ -230,7 +259,15 @@ def graph_from_saved(data: Mapping[str, Any], *, source: str) -> JobGraph:
                 fields[key] = tuple(fields[key])
         jobs.append(Job(**fields))
     workdir = Path(data["workdir"]) if data.get("workdir") else None
-    return JobGraph(str(data["name"]), jobs, workdir=workdir, source=source, trusted=True)
+    clustering = (
+        Clustering(by=data["cluster_by"], max_size=data.get("cluster_max", 10))
+        if data.get("cluster_by")
+        else None
+    )
+    return JobGraph(
+        str(data["name"]), jobs, workdir=workdir, source=source, trusted=True,
+        clustering=clustering,
+    )  # fmt: skip
 
 
 def read_json(path: Path) -> Any:
