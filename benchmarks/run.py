@@ -149,8 +149,11 @@ def row_montage(scratch: Path, scale: float) -> tuple[str, float, float, str]:
     graph = load_workflow(source, time_scale=scale)
     pilot = pilot_run(graph, _fresh(scratch))
     parsl = parsl_graph(graph, _fresh(scratch))
-    bound = critical_path(graph)
-    note = f"critical path {bound:.2f}s; pilot/bound {pilot['span'] / bound:.1f}x"
+    # No schedule beats the longest chain, nor the total work spread over every worker.
+    path = critical_path(graph)
+    bound = max(path, sum(_seconds(job) for job in graph) / WORKERS)
+    ratio = pilot["span"] / bound
+    note = f"lower bound {bound:.1f}s (critical path {path:.2f}s); pilot/bound {ratio:.2f}"
     return f"Montage {len(graph)} tasks / {scale:g} makespan (s, lower is better)", \
         pilot["span"], parsl, note  # fmt: skip
 
@@ -277,7 +280,7 @@ def main() -> None:
     rows: list[tuple[str, Callable[[Path], tuple]]] = [
         ("1", lambda s: row_throughput(n, "bash", s)),
         ("2", lambda s: row_throughput(n, "python", s)),
-        ("3", lambda s: row_montage(s, 100.0)),
+        ("3", lambda s: row_montage(s, 1000.0)),
         ("4", row_submit_latency),
         ("5", lambda s: row_big_graph(big, s)),
         ("6", lambda s: row_restart(big, s)),

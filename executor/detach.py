@@ -61,6 +61,59 @@ def start_detached_driver(store: Store, run_id: str, run_dir: Path) -> int:
     return child.pid
 
 
+def start_driver_job(store: Store, run_id: str, run_dir: Path, site: Any) -> str:
+    """Put the driver of a recorded run in a batch job of ``site``; return the job id.
+
+    Until the job starts, the run names no driver process: it is queued, not lost.
+    """
+    import json
+
+    command = [sys.executable, "-m", "executor", "_drive", run_id, "--db", str(store.path),
+               "--adopt"]  # fmt: skip
+    (run_dir / "driver_site.json").write_text(json.dumps(site.to_dict(), indent=1))
+    job_id = site.submit_driver(command, run_dir)
+    store.write(
+        lambda conn: conn.execute(
+            "UPDATE runs SET pid = NULL, pid_started = NULL, driver_job = ?, heartbeat = ?, "
+            "message = ? WHERE id = ?",
+            (job_id, time.time(), f"driver in batch job {job_id} on site {site.name}", run_id),
+        )
+    )
+    return job_id
+
+
+def adopt_run(store: Store, run_id: str) -> None:
+    """In a driver started as a batch job: name this process the run's driver."""
+    import psutil
+
+    started = psutil.Process().create_time()
+    job_id = os.environ.get("SLURM_JOB_ID")
+    store.write(
+        lambda conn: conn.execute(
+            "UPDATE runs SET host = ?, pid = ?, pid_started = ?, heartbeat = ?, "
+            "driver_job = coalesce(?, driver_job) WHERE id = ? AND state = 'running'",
+            (socket.gethostname(), os.getpid(), started, time.time(), job_id, run_id),
+        )
+    )
+    wait_to_be_named_driver(store, run_id, timeout=5)
+
+
+def cancel_driver_job(store: Store, run: dict[str, Any]) -> None:
+    """``scancel`` the batch job holding (or waiting to hold) the run's driver, if any."""
+    import json
+
+    from executor.sites.base import SiteConfig
+
+    saved = Path(run["run_dir"]) / "driver_site.json"
+    if not run.get("driver_job") or not saved.exists():
+        return
+    site = SiteConfig.from_dict(json.loads(saved.read_text()))
+    try:
+        site.cancel_orphaned_pilots([run["driver_job"]])
+    except SiteError as exc:
+        logger.warning("could not cancel the driver job %s: %s", run["driver_job"], exc)
+
+
 def wait_to_be_named_driver(store: Store, run_id: str, timeout: float = 30.0) -> None:
     """In a detached driver: wait until the run row names this process as its driver."""
     deadline = time.monotonic() + timeout
@@ -79,6 +132,7 @@ def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
     """
     if driver_alive(run):
         return []
+    cancel_driver_job(store, run)  # a driver job that hangs holds its core: end it too
     stopped = _stop_local_pools(Path(run["run_dir"]))
     job_ids = _live_pilot_job_ids(store, run["id"])
     if job_ids:

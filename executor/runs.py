@@ -252,7 +252,12 @@ def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
     run = get_run(store, run_id)
     if run["state"] != RunState.RUNNING.value:
         return run["state"]
-    if driver_alive(run):
+    queued = bool(run.get("driver_job")) and not run.get("pid")
+    if queued:  # its driver job has not started: take it out of the queue
+        from executor.detach import cancel_driver_job
+
+        cancel_driver_job(store, run)
+    elif driver_alive(run):
         (Path(run["run_dir"]) / "cancel").touch()
         if run["host"] == socket.gethostname():
             try:

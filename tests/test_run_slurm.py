@@ -172,3 +172,86 @@ def test_ping_on_a_wrong_partition_says_which_exist(tmp_path: Path, subprocess_e
     assert bad.returncode == 1
     assert "partition 'nosuch' does not exist" in bad.stderr
     assert "partitions: debug" in bad.stderr and "bad.yaml" in bad.stderr
+
+
+def _queued(name_part: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "--format=%i %j"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout  # fmt: skip
+    return [line.split()[0] for line in out.splitlines() if name_part in line]
+
+
+def test_driver_on_a_batch_site_runs_the_driver_in_a_slurm_job(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    site = write_site(tmp_path, pool={"workers": 2, "max_blocks": 1})
+    log = tmp_path / "done.log"
+    jobs = [{"name": f"j{i}", "command": f"echo $SLURM_JOB_ID >> {log}"} for i in range(4)]
+    path = write_workflow(tmp_path, {"name": "driver-on", "jobs": jobs})
+
+    result = run_pilot("submit", path, "--site", site, "--detach", "--driver-on", site,
+                       env=subprocess_env, timeout=60)  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    assert "batch job" in result.stderr
+    attached = run_pilot("attach", run_id, env=subprocess_env, timeout=180)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
+        driver_job, pid = conn.execute(
+            "SELECT driver_job, pid FROM runs WHERE id = ?", [run_id]
+        ).fetchone()
+    assert driver_job and pid  # the batch job started and named itself the driver
+    pilots = {line.strip() for line in log.read_text().splitlines()}
+    assert pilots and driver_job not in pilots  # jobs ran in pilots, not in the driver's job
+    wait_for(lambda: not _queued(f"pilot-driver-{run_id}"), timeout=30, what="driver job gone")
+
+
+def test_cancel_of_a_queued_driver_takes_it_out_of_the_queue(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    # A driver job that cannot start yet (it asks for a node's every core, held meanwhile).
+    holder = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=8", "--wrap=sleep 120"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    try:
+        site = write_site(tmp_path)
+        path = write_workflow(
+            tmp_path, {"name": "queued", "jobs": [{"name": "a", "command": "true"}]}
+        )
+        result = run_pilot("submit", path, "--detach", "--driver-on", site, env=subprocess_env)
+        assert result.returncode == 0, result.stderr
+        run_id = result.stdout.split()[1]
+        assert status_json(run_id, env=subprocess_env)["state"] == "running"
+        assert _queued(f"pilot-driver-{run_id}")
+
+        cancelled = run_pilot("cancel", run_id, env=subprocess_env)
+
+        assert cancelled.stdout.strip() == f"run {run_id}: cancelled", cancelled.stderr
+        wait_for(lambda: not _queued(f"pilot-driver-{run_id}"), timeout=30, what="no driver job")
+    finally:
+        subprocess.run(["scancel", holder], check=False)
+
+
+def test_out_of_memory_in_a_slurm_pilot_is_retried_with_more_memory_in_a_larger_pool(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    site = write_site(tmp_path, pools={
+        "small": {"cores": 1, "memory": "200MB", "workers": 2, "max_blocks": 1},
+        "large": {"cores": 1, "memory": "1GB", "workers": 1, "init_blocks": 0, "max_blocks": 1},
+    })  # fmt: skip
+    hog = "python3 -c 'import time; x = bytearray(400 * 1000 * 1000); time.sleep(1)'"
+    path = write_workflow(tmp_path, {"name": "slurm-oom", "jobs": [
+        {"name": "hog", "command": hog, "memory": "150MB", "memory_multiplier": 4, "retries": 1},
+        {"name": "neighbour", "command": "sleep 2; echo fine", "memory": "100MB"},
+    ]})  # fmt: skip
+
+    result = run_pilot("submit", path, "--site", site, env=subprocess_env, timeout=150)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = result.stdout.split()[1]
+    attempts = {(a["job"], a["attempt"]): a for a in _attempts(pilot_home, run_id)}
+    assert attempts[("hog", 1)]["failure_class"] == "out_of_memory"
+    assert (attempts[("hog", 1)]["pool"], attempts[("hog", 2)]["pool"]) == ("small", "large")
+    assert attempts[("hog", 2)]["state"] == "succeeded"
+    assert attempts[("neighbour", 1)]["state"] == "succeeded"
+    # Each pool's attempts ran in a Slurm pilot of its own.
+    assert attempts[("hog", 1)]["batch_job_id"] != attempts[("hog", 2)]["batch_job_id"]

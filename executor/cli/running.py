@@ -13,6 +13,7 @@ from executor.cli import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
+    BadInput,
     cli,
     db_option,
     open_store,
@@ -29,10 +30,23 @@ from executor.cli import (
     help="Run the driver in the background (immune to hang-up; log in the run directory) "
     "and return at once.",
 )
+@click.option(
+    "--driver-on",
+    "driver_on",
+    default=None,
+    metavar="SITE",
+    help="With --detach: run the driver itself in a one-core batch job of SITE (e.g. a "
+    "Slurm site), so that a login node reboot does not matter.",
+)
 @time_scale_option
 @db_option
 def submit(
-    workflow: Path, site: str | None, detach: bool, time_scale: float, db: Path | None
+    workflow: Path,
+    site: str | None,
+    detach: bool,
+    driver_on: str | None,
+    time_scale: float,
+    db: Path | None,
 ) -> None:
     """Run WORKFLOW (YAML, JSON, or WfFormat JSON) until every job has finished.
 
@@ -43,6 +57,9 @@ def submit(
 
     With --detach the driver runs in the background: close the terminal, then follow
     the run from anywhere with `pilot attach RUN` or `pilot status RUN --watch`.
+    With --driver-on SITE as well, the driver runs in a batch job of that site
+    (its `driver_walltime`, one core); the database must be on a filesystem that
+    site's nodes share.
 
     Exit code 0 when every job succeeded, 1 when some failed, 2 on bad input,
     130 when interrupted (Ctrl-C stops running jobs and records the run as cancelled).
@@ -54,6 +71,7 @@ def submit(
     Examples:
       pilot submit examples/hello/workflow.yaml
       pilot submit examples/hello/workflow.yaml --detach
+      pilot submit workflow.yaml --site usdf-slurm --detach --driver-on usdf-slurm
       pilot submit montage-chameleon-dss-15d-001.json --time-scale 1000
     """
     from executor.formats import load_workflow
@@ -61,8 +79,11 @@ def submit(
     from executor.runs import start_run
     from executor.sites import get_site
 
+    if driver_on and not detach:
+        raise BadInput("--driver-on puts a detached driver in a batch job: add --detach")
     graph = load_workflow(workflow, time_scale=time_scale)
     site_config = get_site(site)
+    driver_site = get_site(driver_on) if driver_on else None
     assign_pools(graph, site_config.pools)  # a job that fits no pool is bad input: exit 2
     # A site file may name its group's shared database (`monitoring_db:`).
     store, locations = open_store(db, site_config.monitoring_db)
@@ -70,9 +91,28 @@ def submit(
         context = start_run(graph, site_config, store, locations, source=workflow)
         click.echo(f"run {context.run_id}")
         sys.stdout.flush()
+        if driver_site is not None:
+            _detach_to_batch(store, context.run_id, context.run_dir, driver_site)
         if detach:
             _detach(store, context.run_id, context.run_dir)
         _drive_and_exit(store, graph, site_config, context)
+
+
+def _detach_to_batch(store, run_id: str, run_dir: Path, driver_site) -> None:
+    from executor.detach import start_driver_job
+    from executor.runs import cancel
+
+    try:
+        job_id = start_driver_job(store, run_id, run_dir, driver_site)
+    except BaseException:
+        cancel(store, run_id, wait=0)  # nothing will drive this run: record that
+        raise
+    click.echo(
+        f"driver in batch job {job_id} on site {driver_site.name} (log {run_dir / 'driver.log'}); "
+        f"follow it with `pilot attach {run_id}`",
+        err=True,
+    )
+    sys.exit(EXIT_OK)
 
 
 def _detach(store, run_id: str, run_dir: Path) -> None:
@@ -219,20 +259,24 @@ def attach(run: str, db: Path | None) -> None:
 
 @cli.command("_drive", hidden=True)
 @click.argument("run")
+@click.option("--adopt", is_flag=True, help="Name this process the run's driver (batch job).")
 @db_option
-def drive_detached(run: str, db: Path | None) -> None:
+def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
     """The background driver started by `--detach` (not for direct use).
 
     \b
     Example:
       python -m executor _drive RUN --db PATH   (started by pilot itself)
     """
-    from executor.detach import wait_to_be_named_driver
+    from executor.detach import adopt_run, wait_to_be_named_driver
     from executor.runs import drive, load_run
 
     store, _ = open_store(db)
     with store:
-        wait_to_be_named_driver(store, run)
+        if adopt:
+            adopt_run(store, run)
+        else:
+            wait_to_be_named_driver(store, run)
         resumed = load_run(store, run)
         drive(
             store, resumed.graph, resumed.site, resumed.context,

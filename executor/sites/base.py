@@ -122,6 +122,16 @@ class SiteConfig:
     def make_provider(self, pool: PoolConfig) -> Any:
         raise NotImplementedError
 
+    def submit_driver(self, command: list[str], run_dir: Path) -> str:
+        """Run a detached driver as a batch job of this site; return the job's id.
+
+        Only batch backends can; the others say what to do instead.
+        """
+        raise ConfigError(
+            f"site {self.name!r} ({self.backend}) cannot hold a driver; use --driver-on with a "
+            "batch site such as slurm, or plain --detach to run the driver here"
+        )
+
     def cancel_orphaned_pilots(self, job_ids: list[str]) -> None:
         """Cancel pilots a dead driver left in the queue (by batch job id).
 

@@ -71,6 +71,9 @@ class SlurmSite(SiteConfig):
         Seconds each Slurm command may take, and tries (with backoff) before giving up.
     heartbeat_threshold
         Seconds without a heartbeat after which a pilot is lost and its jobs retried.
+    driver_walltime
+        Time limit of the batch job that holds the driver (``--driver-on``): one core
+        for as long as the run may take.
     """
 
     backend: ClassVar[str] = "slurm"
@@ -90,6 +93,7 @@ class SlurmSite(SiteConfig):
     cmd_timeout: float = 30.0
     cmd_attempts: int = 4
     heartbeat_threshold: int = 60
+    driver_walltime: str | int | float = "7-00:00:00"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,7 +108,7 @@ class SlurmSite(SiteConfig):
             not isinstance(self.cores_per_node, int) or self.cores_per_node < 1
         ):
             raise ConfigError(f"{where}: cores_per_node: {self.cores_per_node!r} must be >= 1")
-        for key in ("walltime", "drain"):
+        for key in ("walltime", "drain", "driver_walltime"):
             try:
                 parse_duration(getattr(self, key))
             except ValueError as exc:
@@ -172,6 +176,49 @@ class SlurmSite(SiteConfig):
             max_blocks=pool.max_blocks,
             launcher=SrunLauncher() if self.nodes_per_block > 1 else SingleNodeLauncher(),
         )
+
+    def cancel_orphaned_pilots(self, job_ids: list[str]) -> None:
+        """``scancel`` pilots (or a driver job) that a dead driver left in the queue."""
+        result = run_command(
+            "scancel " + " ".join(shlex.quote(str(job)) for job in job_ids),
+            timeout=self.cmd_timeout, attempts=self.cmd_attempts,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SiteError(
+                f"site {self.name!r}: scancel {' '.join(job_ids)} failed: {result.describe()}",
+                transient=result.transient,
+            )
+
+    def submit_driver(self, command: list[str], run_dir: Path) -> str:
+        """Submit ``command`` (a detached driver) as a one-core batch job; return its job id.
+
+        Its output goes to the run's ``driver.log``; ``worker_init`` prepares its
+        environment, as it does for pilots.
+        """
+        directives = [
+            f"--job-name=pilot-driver-{run_dir.name}", "--nodes=1", "--ntasks=1",
+            "--cpus-per-task=1", f"--time={slurm_time(parse_duration(self.driver_walltime))}",
+            f"--output={run_dir / 'driver.log'}", "--open-mode=append",
+        ]  # fmt: skip
+        for key in ("partition", "account", "qos"):
+            if getattr(self, key):
+                directives.append(f"--{key}={getattr(self, key)}")
+        script = run_dir / "driver.sbatch"
+        script.write_text(
+            "#!/bin/bash\n"
+            + "".join(f"#SBATCH {directive}\n" for directive in directives)
+            + f"{self.worker_init}\nexec {shlex.join(command)}\n"
+        )
+        result = run_command(
+            f"sbatch --parsable {shlex.quote(str(script))}",
+            timeout=self.cmd_timeout, attempts=self.cmd_attempts,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SiteError(
+                f"site {self.name!r}: could not submit the driver job: {result.describe()}",
+                transient=result.transient,
+            )
+        return result.stdout.strip().split(";")[0]
 
     # -- pilot ping ------------------------------------------------------------------
     def ping(self) -> list[str]:

@@ -26,9 +26,13 @@ def driver_alive(run: dict[str, Any], now: float | None = None) -> bool:
     """Whether the driver recorded for ``run`` is still alive.
 
     On the driver's own host the process is checked directly (pid and start time, so a
-    reused pid is not mistaken for the driver); elsewhere the heartbeat decides.
+    reused pid is not mistaken for the driver); elsewhere the heartbeat decides. A
+    driver submitted as a batch job (``--driver-on``) that has not started yet is
+    waiting in the queue, not lost.
     """
     now = time.time() if now is None else now
+    if run.get("driver_job") and not run.get("pid"):
+        return True
     if run.get("host") == socket.gethostname() and run.get("pid"):
         try:
             process = psutil.Process(run["pid"])

@@ -112,6 +112,10 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     ALTER TABLE attempts ADD COLUMN batch_job_id TEXT;
     """,
+    # 5: a driver that runs as a batch job itself (`--driver-on`): its job id.
+    """
+    ALTER TABLE runs ADD COLUMN driver_job TEXT;
+    """,
 )
 
 
