@@ -107,3 +107,30 @@ def test_static_clustering_by_a_user_key(tmp_path: Path, pilot_home: Path):
     assert sorted(len(b) for b in bundles.values()) == [3, 3, 3, 3]
     for bundle in bundles.values():
         assert len({int(name.split("-")[1]) % 2 for name in bundle}) == 1  # one visit each
+
+
+def test_cancelling_stops_a_bundle_in_the_middle(tmp_path: Path, pilot_home: Path):
+    import signal
+    import subprocess
+    import time
+
+    from helpers import pilot_cmd, wait_for
+
+    started = tmp_path / "started"
+    jobs = [{"name": f"s-{i}", "label": "s", "command": f"echo {i} >> {started}; sleep 30"}
+            for i in range(6)]  # fmt: skip
+    path = write_workflow(tmp_path, {"name": "stop-bundle", "cluster_by": "label",
+                                     "cluster_max": 6, "jobs": jobs})  # fmt: skip
+    with subprocess.Popen(pilot_cmd("submit", path), stdout=subprocess.PIPE, text=True) as driver:
+        run_id = driver.stdout.readline().split()[1]
+        wait_for(lambda: started.exists(), what="the bundle's first job to start")
+        began = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=60) == 130
+    assert time.monotonic() - began < 20  # not the 6 × 30 s the bundle would take
+    assert started.read_text().split() == ["0"]  # no later job of the bundle started
+    with Store(locate().db) as store:
+        attempts = {j["name"]: attempts_of(store, run_id, j["name"])[0] for j in jobs}
+    assert {a["failure_class"] for a in attempts.values()} == {"cancelled"}
+    assert attempts["s-0"]["start"] is not None
+    assert all(attempts[f"s-{i}"]["start"] is None for i in range(1, 6))
