@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from executor.errors import GraphError
@@ -27,6 +28,11 @@ _TRAILING_INDEX = re.compile(r"[-_.]?\d+$")
 def default_label(name: str) -> str:
     """The label a job gets when it has none: its name without a trailing index."""
     return _TRAILING_INDEX.sub("", name) or name
+
+
+# The shared, read-only default of a job's kwargs and environment: one object for all
+# jobs rather than two empty dicts per job (25 MB for a 200,000-job graph).
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +62,13 @@ class Job:
     command: str | tuple[str, ...] | None = None
     function: str | None = None
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     after: tuple[str, ...] = ()
     cores: int = 1
     memory: int | None = None
     walltime: float | None = None
     retries: int = 0
-    environment: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     # Retry policy, with the semantics of HTCondor-based batch production.
     retry_unless_exit: tuple[int, ...] = ()  # never retry these exit codes
     memory_multiplier: float = 1.0  # after an OOM kill: memory × multiplier^n ...
@@ -247,14 +253,26 @@ class JobGraph:
                 stack.extend(self._children[current])
         return seen
 
-    def depths(self) -> dict[str, int]:
+    def depths(self, among: Iterable[str] | None = None) -> dict[str, int]:
         """Jobs on the longest path from each job to a leaf, counting the job itself.
 
         The driver starts deeper jobs first so that long chains are not left for last.
+        ``among`` limits the work to those jobs and their descendants (a restart needs
+        only the unfinished part of a large graph).
         """
         depth: dict[str, int] = {}
-        for name in reversed(self.topological_order()):
-            depth[name] = 1 + max((depth[c] for c in self._children[name]), default=0)
+        for start in self._jobs if among is None else among:
+            stack = [(start, False)]
+            while stack:  # depth-first, children before their parent
+                name, children_done = stack.pop()
+                if name in depth:
+                    continue
+                kids = self._children[name]
+                if children_done:
+                    depth[name] = 1 + max((depth[c] for c in kids), default=0)
+                else:
+                    stack.append((name, True))
+                    stack.extend((c, False) for c in kids if c not in depth)
         return depth
 
     def longest_chain(self) -> list[str]:

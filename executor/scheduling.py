@@ -31,8 +31,11 @@ class Schedule:
         self.state: dict[str, JobState] = dict.fromkeys(graph.names, JobState.PENDING)
         for name in succeeded:
             self.state[name] = JobState.SUCCEEDED
-        depth = graph.depths()
-        self._rank = {name: (-depth[name], i) for i, name in enumerate(graph.names)}
+        unfinished = [n for n, state in self.state.items() if state is JobState.PENDING]
+        depth = graph.depths(unfinished)
+        self._rank = {
+            name: (-depth[name], i) for i, name in enumerate(graph.names) if name in depth
+        }
         self._waiting: dict[str, int] = {}
         self._ready: list[tuple[tuple[int, int], str]] = []
         # Jobs still pending, ready or running; the run is over when none are left.

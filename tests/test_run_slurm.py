@@ -210,7 +210,8 @@ def test_cancel_of_a_queued_driver_takes_it_out_of_the_queue(
     tmp_path: Path, pilot_home: Path, subprocess_env: dict
 ):
     # A driver job that cannot start yet (it asks for a node's every core, held meanwhile).
-    holder = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=8", "--wrap=sleep 120"],
+    holder = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=8", "--output=/dev/null",
+                             "--wrap=sleep 120"],
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     try:
         site = write_site(tmp_path)
