@@ -24,9 +24,9 @@ from executor.errors import SiteError
 from executor.graph import JobGraph
 from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
 from executor.parsl_processes import (
+    ParslSession,
     interchange_dead,
     outcomes_of,
-    stop_parsl,
     terminal_signals_blocked,
 )
 from executor.pilots import PilotTracker
@@ -84,6 +84,11 @@ class Driver:
         Attempts each job already had (a restart continues the numbering).
     succeeded
         Jobs that already succeeded (a restart); they never run again.
+    done_per_label
+        Succeeded jobs per label that are not in ``graph`` (a restart rebuilds only
+        the unfinished part), for the progress counts.
+    session
+        Parsl, already started (a restart starts it before loading its graph).
     on_progress
         Called with per-label state counts after each batch of changes is committed.
     """
@@ -99,6 +104,8 @@ class Driver:
         succeeded: set[str] | frozenset[str] = frozenset(),
         on_progress: Progress | None = None,
         estimates: dict[str, float] | None = None,
+        done_per_label: dict[str, int] | None = None,
+        session: ParslSession | None = None,
     ):
         self.graph = graph
         self.site = site
@@ -130,6 +137,10 @@ class Driver:
             if label not in self.counts:
                 self.counts[label] = dict.fromkeys(JOB_STATES, 0)
             self.counts[label][state.value] += 1
+        # A restart's graph holds only unfinished jobs; the progress counts all of them.
+        for label, done in (done_per_label or {}).items():
+            self.counts.setdefault(label, dict.fromkeys(JOB_STATES, 0))["succeeded"] += done
+        self._session = session  # Parsl, if the caller started it already
         self._dfk: Any = None
         self._apps: dict[str, Any] = {}
         self._executors: dict[str, Any] = {}
@@ -148,42 +159,23 @@ class Driver:
             self._pilots.poll(final=True)  # how each pilot ended, after Parsl cancelled it
 
     def _start_parsl(self) -> None:
-        from parsl.app.python import PythonApp
-        from parsl.config import Config
-        from parsl.dataflow.dflow import DataFlowKernel
-
-        from executor.worker import run_bundle
-
-        executors = self.site.make_executors()
-        config = Config(
-            executors=executors,
-            run_dir=str(self.context.run_dir / "parsl"),
-            strategy="none",
-            usage_tracking=0,
-            initialize_logging=True,
+        if self._session is None:
+            self._session = ParslSession(self.site, self.context.run_dir, PARSL_SHUTDOWN_SECONDS)
+        if self._session.dfk is None:
+            self._session.start()
+        self._dfk = self._session.dfk
+        self._executors = self._session.executors
+        self._apps = self._session.apps
+        self._pilots = PilotTracker(
+            self.recorder.store, self.context.run_id, list(self._executors.values())
         )
-        try:
-            with terminal_signals_blocked():
-                self._dfk = DataFlowKernel(config)
-                for executor in executors:
-                    # Start the first pilots now, not at Parsl's first strategy poll (5 s).
-                    executor.scale_out_facade(self.site.pool(executor.label).init_blocks)
-        except Exception as exc:
-            self._stop_parsl()
-            raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
-        self._executors = {executor.label: executor for executor in executors}
-        self._pilots = PilotTracker(self.recorder.store, self.context.run_id, executors)
         self._pilots.poll()
-        self._apps = {
-            label: PythonApp(run_bundle, data_flow_kernel=self._dfk, executors=[label])
-            for label in self._executors
-        }
 
     def _stop_parsl(self) -> None:
         """Stop Parsl and every pilot (see :func:`executor.parsl_processes.stop_parsl`)."""
-        if self._dfk is not None:
-            dfk, self._dfk = self._dfk, None
-            stop_parsl(dfk, PARSL_SHUTDOWN_SECONDS)
+        if self._session is not None:
+            self._session.stop()
+        self._dfk = None
 
     def _parsl_broken(self) -> bool:
         return self._dfk is not None and any(

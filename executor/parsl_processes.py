@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from executor.states import FailureClass
@@ -93,3 +94,62 @@ def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]]:
             "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
         }  # fmt: skip
         return [dict(outcome) for _ in range(jobs)]
+
+
+class ParslSession:
+    """Parsl for one run: a DataFlowKernel with one HighThroughputExecutor per pool.
+
+    :meth:`start` launches the first pilots at once (not at Parsl's first strategy
+    poll, 5 s later) and returns while they boot, so a restart can start Parsl first
+    and load its graph meanwhile. Use as a context manager, or call :meth:`stop`.
+    """
+
+    def __init__(self, site: Any, run_dir: Path, shutdown_seconds: float = 30.0):
+        self.site = site
+        self.run_dir = run_dir
+        self.shutdown_seconds = shutdown_seconds
+        self.dfk: Any = None
+        self.executors: dict[str, Any] = {}
+        self.apps: dict[str, Any] = {}
+
+    def start(self) -> ParslSession:
+        from parsl.app.python import PythonApp
+        from parsl.config import Config
+        from parsl.dataflow.dflow import DataFlowKernel
+
+        from executor.errors import SiteError
+        from executor.worker import run_bundle
+
+        executors = self.site.make_executors()
+        config = Config(
+            executors=executors,
+            run_dir=str(self.run_dir / "parsl"),
+            strategy="none",
+            usage_tracking=0,
+            initialize_logging=True,
+        )
+        try:
+            with terminal_signals_blocked():
+                self.dfk = DataFlowKernel(config)
+                for executor in executors:
+                    executor.scale_out_facade(self.site.pool(executor.label).init_blocks)
+        except Exception as exc:
+            self.stop()
+            raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
+        self.executors = {executor.label: executor for executor in executors}
+        self.apps = {
+            label: PythonApp(run_bundle, data_flow_kernel=self.dfk, executors=[label])
+            for label in self.executors
+        }
+        return self
+
+    def stop(self) -> None:
+        if self.dfk is not None:
+            dfk, self.dfk = self.dfk, None
+            stop_parsl(dfk, self.shutdown_seconds)
+
+    def __enter__(self) -> ParslSession:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

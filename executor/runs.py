@@ -17,7 +17,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from executor.driver import Driver, Progress, RunContext, pid_start_time
 from executor.errors import RunStateError
 from executor.formats.native import graph_from_saved, graph_to_dict
 from executor.graph import JobGraph
+from executor.parsl_processes import ParslSession
 from executor.pools import assign_pools
 from executor.sites import get_site
 from executor.sites.base import SiteConfig
@@ -112,11 +113,15 @@ class Resumed:
     site: SiteConfig
     context: RunContext
     succeeded: frozenset[str]
+    done_per_label: dict[str, int]
     attempts: dict[str, int]
     to_run: int
+    session: ParslSession | None = None
 
 
-def resume_run(store: Store, run_id: str, *, workflow: Path | None = None) -> Resumed:
+def resume_run(
+    store: Store, run_id: str, *, workflow: Path | None = None, start_parsl: bool = False
+) -> Resumed:
     """Take over a run that ended (or whose driver died) so its unfinished jobs run again.
 
     Everything comes from the run directory and the database; nothing from the
@@ -124,6 +129,9 @@ def resume_run(store: Store, run_id: str, *, workflow: Path | None = None) -> Re
     left running (local Parsl processes, pilots in a batch queue) is stopped.
     With ``workflow``, the run continues with that edited workflow: unchanged jobs
     keep their results; changed and new jobs and their descendants run again.
+
+    With ``start_parsl``, Parsl and the first pilots start before the graph is loaded,
+    so the pilots boot while a large graph is read (``Resumed.session``).
 
     Raises :class:`RunStateError` when the run's driver is still alive.
     """
@@ -142,24 +150,49 @@ def resume_run(store: Store, run_id: str, *, workflow: Path | None = None) -> Re
         revise_run(store, run, workflow)
         run = get_run(store, run["id"])
     to_run = claim_for_restart(store, run["id"], _driver_identity())
-    return load_run(store, run["id"], to_run=len(to_run))
+    session = start_parsl_for(store, run["id"]) if start_parsl else None
+    try:
+        resumed = load_run(store, run["id"], to_run=len(to_run))
+    except BaseException:
+        if session is not None:
+            session.stop()
+        raise
+    return replace(resumed, session=session)
+
+
+def start_parsl_for(store: Store, run_id: str) -> ParslSession:
+    """Start Parsl and the first pilots of a recorded run (its saved site)."""
+    run = get_run(store, run_id)
+    run_dir = Path(run["run_dir"])
+    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    return ParslSession(site, run_dir).start()
 
 
 def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed:
     """Everything needed to drive a recorded run, from its run directory and the store."""
     run = get_run(store, run_id)
     run_dir = Path(run["run_dir"])
+    rows = store.query(
+        "SELECT name, label, state, attempts FROM jobs WHERE run_id = ?", [run["id"]]
+    )
+    succeeded = frozenset(r["name"] for r in rows if r["state"] == "succeeded")
+    done_per_label: dict[str, int] = {}
+    for row in rows:
+        if row["state"] == "succeeded":
+            done_per_label[row["label"]] = done_per_label.get(row["label"], 0) + 1
     workflow = json.loads(Path(run["workflow_copy"]).read_text())
-    graph = graph_from_saved(workflow, source=run["workflow_copy"])
+    # Only the unfinished part: succeeded jobs never run again.
+    unfinished = {r["name"] for r in rows if r["state"] != "succeeded"}
+    graph = graph_from_saved(workflow, source=run["workflow_copy"], keep=unfinished)
     site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
-    rows = store.query("SELECT name, state, attempts FROM jobs WHERE run_id = ?", [run["id"]])
     return Resumed(
         graph=graph,
         site=site,
         context=_context(run["id"], run_dir, Path(run["workdir"])),
-        succeeded=frozenset(r["name"] for r in rows if r["state"] == "succeeded"),
-        attempts={r["name"]: r["attempts"] for r in rows},
-        to_run=sum(r["state"] != "succeeded" for r in rows) if to_run is None else to_run,
+        succeeded=succeeded,
+        done_per_label=done_per_label,
+        attempts={r["name"]: r["attempts"] for r in rows if r["name"] in unfinished},
+        to_run=len(unfinished) if to_run is None else to_run,
     )
 
 
@@ -170,15 +203,18 @@ def drive(
     context: RunContext,
     *,
     succeeded: frozenset[str] = frozenset(),
+    done_per_label: dict[str, int] | None = None,
     attempts: dict[str, int] | None = None,
     on_progress: Progress | None = None,
     on_start: Callable[[Driver], None] | None = None,
+    session: ParslSession | None = None,
 ) -> RunState:
     """Run until every job is final or the run is cancelled; return the final state."""
     recorder = RunRecorder(store, context.run_id)
     driver = Driver(
         graph, site, context, recorder,
         succeeded=succeeded, attempts_so_far=attempts, on_progress=on_progress,
+        done_per_label=done_per_label, session=session,
     )  # fmt: skip
     with driver.signals_cancel():
         try:

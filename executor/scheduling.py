@@ -30,7 +30,8 @@ class Schedule:
         self.graph = graph
         self.state: dict[str, JobState] = dict.fromkeys(graph.names, JobState.PENDING)
         for name in succeeded:
-            self.state[name] = JobState.SUCCEEDED
+            if name in self.state:  # a restart's graph may hold only unfinished jobs
+                self.state[name] = JobState.SUCCEEDED
         unfinished = [n for n, state in self.state.items() if state is JobState.PENDING]
         depth = graph.depths(unfinished)
         self._rank = {

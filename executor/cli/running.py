@@ -182,7 +182,8 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
 
     store, _ = open_store(db)
     with store:
-        resumed = resume_run(store, run, workflow=workflow)
+        # In the foreground, pilots start booting while the graph loads.
+        resumed = resume_run(store, run, workflow=workflow, start_parsl=not detach)
         click.echo(f"run {resumed.context.run_id}")
         click.echo(
             f"restarting: {resumed.to_run} job(s) to run, "
@@ -195,6 +196,7 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
         _drive_and_exit(
             store, resumed.graph, resumed.site, resumed.context,
             succeeded=resumed.succeeded, attempts=resumed.attempts,
+            done_per_label=resumed.done_per_label, session=resumed.session,
         )  # fmt: skip
 
 
@@ -281,4 +283,5 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
         drive(
             store, resumed.graph, resumed.site, resumed.context,
             succeeded=resumed.succeeded, attempts=resumed.attempts,
+            done_per_label=resumed.done_per_label,
         )  # fmt: skip

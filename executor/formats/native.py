@@ -241,15 +241,21 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
     return data
 
 
-def graph_from_saved(data: Mapping[str, Any], *, source: str) -> JobGraph:
+def graph_from_saved(
+    data: Mapping[str, Any], *, source: str, keep: set[str] | None = None
+) -> JobGraph:
     """Rebuild a graph from the copy :func:`graph_to_dict` saved in a run directory.
 
     That copy was validated when the run was submitted and holds every field in its
     final form (megabytes, seconds), so jobs are built directly, without the checks
-    and conversions of :func:`graph_from_dict`.
+    and conversions of :func:`graph_from_dict`. With ``keep``, only those jobs are
+    built, and edges from the others (which succeeded) are dropped: a restart of a
+    run that is mostly done rebuilds only what is left.
     """
     jobs = []
     for entry in data["jobs"]:
+        if keep is not None and entry["name"] not in keep:
+            continue
         fields = dict(entry)
         command = fields.get("command")
         if isinstance(command, list):
@@ -257,6 +263,8 @@ def graph_from_saved(data: Mapping[str, Any], *, source: str) -> JobGraph:
         for key in ("args", "after", "retry_unless_exit"):
             if key in fields:
                 fields[key] = tuple(fields[key])
+        if keep is not None and fields.get("after"):
+            fields["after"] = tuple(p for p in fields["after"] if p in keep)
         jobs.append(Job(**fields))
     workdir = Path(data["workdir"]) if data.get("workdir") else None
     clustering = (
