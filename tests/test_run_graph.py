@@ -170,3 +170,21 @@ def test_hello_example_runs(pilot_home: Path):
     assert status["jobs"]["succeeded"] == 38
     assert set(status["labels"]) == {"prepare", "isr", "calibrate", "coadd", "summary"}
     assert run_pilot("logs", run_id, "summary").stdout == "4 coadds, total 1683\n"
+
+
+def test_the_hello_example_fits_every_shipped_site():
+    import pytest
+
+    from executor.formats import load_workflow
+    from executor.pools import assign_pools
+    from executor.sites import get_site
+
+    root = Path(__file__).parent.parent
+    graph = load_workflow(root / "examples" / "hello" / "workflow.yaml")
+    sites = sorted((root / "site_configs").glob("*.yaml"))
+    assert sites
+    for site_file in sites:
+        try:
+            assign_pools(graph, get_site(str(site_file)).pools)
+        except Exception as exc:  # noqa: BLE001 - reported with the site's name
+            pytest.fail(f"{site_file.name}: {exc}")

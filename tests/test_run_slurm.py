@@ -68,12 +68,12 @@ def test_jobs_run_in_pilots_and_record_their_slurm_job(
     for pilot in pilots.values():
         assert pilot["state"] in ("scaled_in", "cancelled", "completed"), pilot
         assert pilot["start"] and pilot["end"] and pilot["node"] and pilot["cores"] == 2
-    # exclusive: false adds no --exclusive; memory is 2 workers x 500MB.
+    # exclusive: false adds no --exclusive; memory is 2 workers x 1GB.
     scripts = list((pilot_home / "runs" / run_id / "parsl").glob("*/submit_scripts/parsl.*[0-9]"))
     assert scripts
     for script in scripts:
         text = script.read_text()
-        assert "--exclusive" not in text and "#SBATCH --mem=1000M" in text
+        assert "--exclusive" not in text and "#SBATCH --mem=2000M" in text
     shown = run_pilot("status", run_id, env=subprocess_env)
     assert "pilots" in shown.stdout and next(iter(pilots)) in shown.stdout
 
