@@ -44,7 +44,9 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_process(
         check_cancel_leaves_nothing(driver, marker, target, tmp_path)
 
 
-def check_cancel_leaves_nothing(driver: subprocess.Popen, marker: str, target: str, tmp_path: Path) -> None:
+def check_cancel_leaves_nothing(
+    driver: subprocess.Popen, marker: str, target: str, tmp_path: Path
+) -> None:
     run_id = driver.stdout.readline().split()[1]
     try:
         wait_for(lambda: len(processes_with(marker)) == 2, what="two jobs running")
