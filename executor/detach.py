@@ -28,9 +28,6 @@ from executor.store.queries import driver_alive, get_run
 
 logger = logging.getLogger(__name__)
 
-# Parsl block states (lower case) after which a pilot holds nothing.
-_ENDED_PILOT_STATES = ("cancelled", "completed", "failed", "timeout", "missing", "scaled_in")
-
 
 def start_detached_driver(store: Store, run_id: str, run_dir: Path) -> int:
     """Start the driver of a recorded run in the background; return its pid.
@@ -171,11 +168,13 @@ def _live_pilot_job_ids(store: Store, run_id: str) -> list[str]:
     tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master")}
     if "pilots" not in tables:
         return []
-    marks = ", ".join("?" * len(_ENDED_PILOT_STATES))
+    from executor.pilots import ENDED_STATES
+
+    marks = ", ".join("?" * len(ENDED_STATES))
     rows = store.query(
         f"SELECT job_id FROM pilots WHERE run_id = ? AND job_id IS NOT NULL "
         f"AND state NOT IN ({marks})",
-        [run_id, *_ENDED_PILOT_STATES],
+        [run_id, *ENDED_STATES],
     )
     return [row["job_id"] for row in rows]
 

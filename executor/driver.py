@@ -35,7 +35,7 @@ from executor.retrying import RetryState, decide
 from executor.scaling import blocks_to_start
 from executor.scheduling import Schedule
 from executor.sites.base import SiteConfig
-from executor.states import JOB_STATES, FailureClass, JobState, RunState
+from executor.states import JOB_STATES, FailureClass, JobState, RunState, can_move
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
 
@@ -130,7 +130,12 @@ class Driver:
         self._capacity = {p.name: 2 * site.workers(p) * p.max_blocks for p in site.pools}
         self._load = dict.fromkeys(self._capacity, 0)
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
-        self._shown: dict[str, JobState] = dict(self.schedule.state)
+        # What the store says, and so what progress shows: every unfinished job is
+        # pending until run() records the initially ready ones.
+        self._shown: dict[str, JobState] = {
+            name: JobState.PENDING if state is JobState.READY else state
+            for name, state in self.schedule.state.items()
+        }
         self.counts: dict[str, dict[str, int]] = {}
         for name, state in self._shown.items():
             label = graph[name].label
@@ -446,6 +451,8 @@ class Driver:
     def _record(
         self, name: str, state: JobState, *, detail: str | None = None, attempts: int | None = None
     ) -> None:
+        if not can_move(self._shown[name], state):
+            raise RuntimeError(f"job {name}: illegal move {self._shown[name]} -> {state}")
         label = self.graph[name].label
         self.counts[label][self._shown[name].value] -= 1
         self.counts[label][state.value] += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from executor.store.database import Store
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 # How often, at most, the tracker asks the interchange about managers and writes.
 POLL_SECONDS = 2.0
 # Parsl's JobState names that end a block.
-_TERMINAL = {"cancelled", "completed", "failed", "timeout", "missing", "scaled_in"}
+ENDED_STATES = frozenset({"cancelled", "completed", "failed", "timeout", "missing", "scaled_in"})
 
 _UPSERT = (
     "INSERT INTO pilots (run_id, pool, block_id, job_id, state, submitted, start, end, node, "
@@ -64,7 +64,6 @@ class Pilot:
     node: str | None = None
     cores: int | None = None
     message: str | None = None
-    connected: bool = field(default=False, compare=False)
 
     def row(self, run_id: str) -> dict[str, Any]:
         return {
@@ -138,7 +137,7 @@ class PilotTracker:
             provider_state = provider.state.name.lower() if provider is not None else None
             # Parsl calls every ended block whose workers went away "missing"; the
             # provider still knows whether it timed out, was cancelled or completed.
-            if provider_state in _TERMINAL and state in ("missing", "running", "pending"):
+            if provider_state in ENDED_STATES and state in ("missing", "running", "pending"):
                 state = provider_state
             pilot.node = resources.get(pilot.job_id, {}).get("node") or pilot.node
             if status is not None and status.message and state in ("failed", "missing"):
@@ -148,7 +147,6 @@ class PilotTracker:
             pilot = self.pilots.get((pool, str(manager.get("block_id"))))
             if pilot is None:
                 continue
-            pilot.connected = True
             if pilot.start is None:
                 pilot.start = now
             if pilot.state == "pending":
@@ -157,12 +155,12 @@ class PilotTracker:
 
     @staticmethod
     def _move(pilot: Pilot, state: str, now: float) -> None:
-        if pilot.state in _TERMINAL:
+        if pilot.state in ENDED_STATES:
             return  # a block never comes back; keep its first ending
         pilot.state = state
         if state == "running" and pilot.start is None:
             pilot.start = now
-        if state in _TERMINAL and pilot.end is None:
+        if state in ENDED_STATES and pilot.end is None:
             pilot.end = now
 
     # -- writing ---------------------------------------------------------------------

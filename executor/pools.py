@@ -71,10 +71,6 @@ class PoolConfig:
             memory is None or self.memory is None or memory <= self.memory
         )
 
-    def slots(self, default_workers: int) -> int:
-        """Jobs this pool can run at once with all its pilots up."""
-        return (self.workers or default_workers) * self.max_blocks
-
     def describe(self) -> str:
         return f"{self.name} ({self.cores} core(s), {format_memory(self.memory)} per worker)"
 
