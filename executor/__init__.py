@@ -13,6 +13,7 @@ from executor.errors import (
     PilotError,
     RunNotFound,
     RunStateError,
+    ShippingError,
     SiteError,
     StoreError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "RunNotFound",
     "RunState",
     "RunStateError",
+    "ShippingError",
     "SiteConfig",
     "SiteError",
     "StoreError",

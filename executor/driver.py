@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
+from executor.delivery import code_never_arrived, plan_delivery
 from executor.errors import SiteError
 from executor.graph import JobGraph
 from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
@@ -32,6 +32,8 @@ from executor.parsl_processes import (
 from executor.pilots import PilotTracker
 from executor.pools import PoolConfig, misfit_message, select_pool
 from executor.retrying import RetryState, decide
+from executor.runcontext import RunContext, job_spec
+from executor.runtime import bootstrap_call
 from executor.scaling import blocks_to_start
 from executor.scheduling import Schedule
 from executor.sites.base import SiteConfig
@@ -45,24 +47,6 @@ logger = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 8.0
 # How long Parsl's own shutdown may take before the driver kills its processes itself.
 PARSL_SHUTDOWN_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where a run lives: what the driver needs besides the graph and the site."""
-
-    run_id: str
-    run_dir: Path
-    workdir: Path
-    environment_file: Path
-
-    @property
-    def cancel_marker(self) -> Path:
-        return self.run_dir / "cancel"
-
-    def log_paths(self, job: str, attempt: int) -> tuple[str, str]:
-        base = self.run_dir / "logs" / job / f"attempt-{attempt}"
-        return f"{base}.out", f"{base}.err"
 
 
 Progress = Callable[[dict[str, dict[str, int]]], None]
@@ -116,7 +100,12 @@ class Driver:
         self._attempts = dict(attempts_so_far or {})
         self._retry: dict[str, RetryState] = {}
         self._in_flight: dict[str, tuple[int, str]] = {}  # job -> (attempt, pool) in Parsl
-        self._bundles: dict[int, tuple[str, list[tuple[str, int]]]] = {}  # id -> pool, jobs
+        # bundle id -> pool, jobs (name, attempt), their specs: all a resend needs
+        self._bundles: dict[int, tuple[str, list[tuple[str, int]], list[dict[str, Any]]]] = {}
+        self._resends: dict[int, int] = {}  # bundle id -> times sent again for missing code
+        self._delivery, self._runtime_package = plan_delivery(
+            site, context.shipment, context.run_dir
+        )
         self._next_bundle = 0
         self._estimates = RuntimeEstimates(estimates)
         self._packing = PackingPolicy(
@@ -325,11 +314,34 @@ class Driver:
             self._record(name, JobState.RUNNING, attempts=attempt)
             memory = self._memory(name) or pool.memory
             self.recorder.attempt_submitted(name, attempt, now, pool=pool.name, memory=memory)
-            specs.append(self._spec(name, attempt, memory))
-        self._bundles[bundle_id] = (pool.name, members)
+            specs.append(job_spec(self.graph[name], self.context, attempt, memory, self.site))
+        self._bundles[bundle_id] = (pool.name, members, specs)
         self._load[pool.name] += 1
-        future = self._apps[pool.name](specs)
+        code = self._delivery.payload(pool.name) if self._delivery else None
+        self._send(bundle_id, pool.name, specs, code)
+
+    def _send(
+        self, bundle_id: int, pool: str, specs: list[dict[str, Any]], code: list | None
+    ) -> None:
+        app = self._apps[pool]
+        if self._runtime_package is not None:
+            future = app(*bootstrap_call(specs, code or [], self._runtime_package))
+        elif code:
+            future = app(specs, code)
+        else:
+            future = app(specs)
         future.add_done_callback(lambda f, b=bundle_id: self._done.put((b, f)))
+
+    def _resend_for_code(self, bundle_id: int, missing: dict[str, list[int]]) -> bool:
+        """Send a bundle again with the code its node lacks; ``False`` once that is futile."""
+        assert self._delivery is not None
+        rounds = self._resends.get(bundle_id, 0) + 1
+        if rounds > self._delivery.rounds_allowed:
+            return False
+        self._resends[bundle_id] = rounds
+        pool, _, specs = self._bundles[bundle_id]
+        self._send(bundle_id, pool, specs, self._delivery.for_missing(missing))
+        return True
 
     def _scale(self) -> None:
         """Start pilots for pools whose work outgrows their running pilots."""
@@ -345,32 +357,6 @@ class Driver:
             if wanted:
                 with terminal_signals_blocked():
                     executor.scale_out_facade(wanted)
-
-    def _spec(self, name: str, attempt: int, memory: int | None) -> dict[str, Any]:
-        job = self.graph[name]
-        stdout, stderr = self.context.log_paths(name, attempt)
-        return {
-            "run_id": self.context.run_id,
-            "run_dir": str(self.context.run_dir),
-            "job": name,
-            "attempt": attempt,
-            "kind": job.kind,
-            "command": list(job.command) if isinstance(job.command, tuple) else job.command,
-            "function": job.function,
-            "args": list(job.args),
-            "kwargs": dict(job.kwargs),
-            "environment": dict(job.environment),
-            "environment_file": str(self.context.environment_file),
-            "workdir": str(self.context.workdir),
-            "walltime": job.walltime,
-            "stdout": stdout,
-            "stderr": stderr,
-            "cancel_path": str(self.context.cancel_marker),
-            "memory": memory,
-            "memory_tolerance": self.site.memory_tolerance,
-            # No memory limit asked: a function can run inside the worker, without a fork.
-            "in_process": job.kind == "function" and job.memory is None,
-        }
 
     def _collect(self, timeout: float) -> None:
         """Wait for at least one outcome (or a wake-up), then take all that are waiting."""
@@ -390,9 +376,16 @@ class Driver:
         """Record each job of a finished bundle on its own."""
         if bundle_id not in self._bundles:
             return  # already given up on during a cancel
-        pool, members = self._bundles.pop(bundle_id)
+        outcomes = outcomes_of(future, len(self._bundles[bundle_id][1]))
+        if isinstance(outcomes, dict):  # the node lacks shipped code: send it, same attempts
+            if self._resend_for_code(bundle_id, outcomes["code_missing"]):
+                return
+            outcomes = [code_never_arrived(outcomes["code_missing"])] * len(
+                self._bundles[bundle_id][1]
+            )
+        pool, members, _ = self._bundles.pop(bundle_id)
+        self._resends.pop(bundle_id, None)
         self._load[pool] -= 1
-        outcomes = outcomes_of(future, len(members))
         for (name, attempt), outcome in zip(members, outcomes, strict=True):
             if self._in_flight.get(name, (None,))[0] == attempt:
                 del self._in_flight[name]

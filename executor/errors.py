@@ -8,7 +8,8 @@
     ├── SiteError               a site cannot be used (``transient`` says whether to retry)
     ├── StoreError              monitoring.db cannot be read or written
     ├── RunNotFound             no run with that id in the database  (also a StoreError)
-    └── RunStateError           the run is in a state that forbids the action
+    ├── RunStateError           the run is in a state that forbids the action
+    └── ShippingError           the workflow's `code:` cannot be shipped (names the path)
 
 Exceptions from Parsl, sqlite3 and YAML are converted to these at the boundary
 where they occur (``raise ... from exc``), so callers catch one family. Every message
@@ -55,3 +56,7 @@ class RunNotFound(StoreError):
 
 class RunStateError(PilotError):
     """The run's state does not allow the requested action (e.g. restarting a live run)."""
+
+
+class ShippingError(PilotError):
+    """The user's code cannot be shipped: a missing path, a link outside it, too large."""

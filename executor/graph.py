@@ -150,6 +150,9 @@ class JobGraph:
         Directory jobs run in; ``None`` means the directory the run is started from.
     source
         File the graph came from, for messages only.
+    code
+        Directories and files shipped to the workers (the workflow's ``code:``),
+        absolute; ``code_limit`` caps their total size in bytes.
     trusted
         The jobs come from a graph pilot validated and saved itself (a run's
         ``workflow.json``): skip the checks, so a 200,000-job restart starts fast.
@@ -165,9 +168,13 @@ class JobGraph:
         where: Mapping[str, str] | None = None,
         trusted: bool = False,
         clustering: Clustering | None = None,
+        code: Iterable[Path] = (),
+        code_limit: int | None = None,
     ):
         self.name = name
         self.workdir = workdir
+        self.code = tuple(code)
+        self.code_limit = code_limit
         self.source = source
         self.clustering = clustering
         job_list = list(jobs)
@@ -188,6 +195,14 @@ class JobGraph:
                 f"{where_text}the graph has a cycle: {' -> '.join(cycle)}; "
                 "remove one of these 'after' edges",
             )
+
+    def with_code(self, extra: Iterable[Path]) -> JobGraph:
+        """This graph, shipping ``extra`` paths too (``pilot submit --ship``)."""
+        import copy
+
+        shipped = copy.copy(self)
+        shipped.code = (*self.code, *(Path(path).absolute() for path in extra))
+        return shipped
 
     # -- access -----------------------------------------------------------------
     def __len__(self) -> int:

@@ -4,7 +4,8 @@ Used for function jobs that ask for no memory limit (enforcing one needs a proce
 of its own). Each call is isolated so one job cannot break the next: its stdout and
 stderr go to its own log files at the file-descriptor level, and the environment,
 working directory, ``sys.path``, ``sys.argv`` and the user's own modules (anything
-imported from the working directory) are restored or dropped afterwards. A walltime
+imported from the working directory or the shipped code) are restored or dropped
+afterwards. A walltime
 is enforced with a timer signal, so this path is used only in a main thread.
 """
 
@@ -39,7 +40,8 @@ def run_function_here(
         _redirect(out, err)
         _set_environ(environment)
         os.chdir(spec["workdir"])
-        sys.path.insert(0, spec["workdir"])
+        # Shipped code first, so the shipped copy is imported rather than the original.
+        sys.path[:0] = [*spec.get("code", ()), spec["workdir"]]
         sys.argv = [spec["function"]]
         _arm(spec.get("walltime"))
         try:
@@ -78,7 +80,7 @@ def run_function_here(
         saved.restore()
         os.close(out)
         os.close(err)
-        _forget_user_modules(modules_before, spec["workdir"])
+        _forget_user_modules(modules_before, [spec["workdir"], *spec.get("code", ())])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     outcome["cpu_seconds"] = (usage.ru_utime - usage_before.ru_utime) + (
         usage.ru_stime - usage_before.ru_stime
@@ -160,11 +162,11 @@ def _resolve(function: str) -> Any:
     return target
 
 
-def _forget_user_modules(before: set[str], workdir: str) -> None:
-    """Drop modules the job imported from its working directory: the next job re-imports
-    them fresh, so module-level state cannot leak from one job to the next."""
-    root = os.path.realpath(workdir) + os.sep
+def _forget_user_modules(before: set[str], roots: list[str]) -> None:
+    """Drop modules the job imported from its working directory or shipped code: the next
+    job re-imports them fresh, so module-level state cannot leak from one job to the next."""
+    prefixes = tuple(os.path.realpath(root) + os.sep for root in roots)
     for name in set(sys.modules) - before:
         path = getattr(sys.modules.get(name), "__file__", None) or ""
-        if path and os.path.realpath(path).startswith(root):
+        if path and os.path.realpath(path).startswith(prefixes):
             del sys.modules[name]

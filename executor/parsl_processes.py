@@ -80,9 +80,10 @@ def stop_parsl(dfk: Any, timeout: float) -> None:
         kill_executor(executor)
 
 
-def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]]:
+def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]] | dict[str, Any]:
     """The worker's reports, or a pilot-level failure for every job when the bundle
-    never reported (its worker or pilot died)."""
+    never reported (its worker or pilot died). A dict is the worker's request for
+    shipped code its node lacks (see :mod:`executor.delivery`)."""
     try:
         return future.result()
     except Exception as exc:  # the boundary with Parsl: classify, never crash the loop
@@ -137,8 +138,10 @@ class ParslSession:
             self.stop()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
         self.executors = {executor.label: executor for executor in executors}
+        # With a shipped runtime, bundles are calls of the built-in eval (executor.runtime).
+        function = eval if self.site.ship_runtime else run_bundle
         self.apps = {
-            label: PythonApp(run_bundle, data_flow_kernel=self.dfk, executors=[label])
+            label: PythonApp(function, data_flow_kernel=self.dfk, executors=[label])
             for label in self.executors
         }
         return self

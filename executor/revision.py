@@ -51,6 +51,10 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
 
     run_dir = Path(run["run_dir"])
     new = load_workflow(workflow)
+    if new.code:  # the edited workflow's code, as it is now, ships from here on
+        from executor.runs import ship_code
+
+        ship_code(new, run_dir)
     site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
     assign_pools(new, site.pools)
     copy = Path(run["workflow_copy"])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from executor import shipping
 from executor._version import __version__
 from executor.driver import Driver, Progress, RunContext, pid_start_time
 from executor.errors import RunStateError
@@ -28,6 +29,7 @@ from executor.formats.native import graph_from_saved, graph_to_dict
 from executor.graph import JobGraph
 from executor.parsl_processes import ParslSession
 from executor.pools import assign_pools
+from executor.shipping import Shipment
 from executor.sites import get_site
 from executor.sites.base import SiteConfig
 from executor.states import RunState
@@ -67,6 +69,12 @@ def start_run(
     run_id = new_run_id()
     run_dir = locations.run_dir(run_id)
     run_dir.mkdir(parents=True, mode=0o750)
+    if graph.code:
+        try:
+            ship_code(graph, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing recorded yet: leave no trace
+            raise
     workdir = graph.workdir or Path.cwd()
     workflow = graph_to_dict(graph)
     workflow["workdir"] = str(workdir)
@@ -98,12 +106,21 @@ def start_run(
     return _context(run_id, run_dir, workdir)
 
 
+def ship_code(graph: JobGraph, run_dir: Path) -> Shipment:
+    """Build the graph's ``code:`` into the run directory, where restarts find it."""
+    limit = graph.code_limit or shipping.DEFAULT_LIMIT_BYTES
+    shipment = shipping.build(graph.code, run_dir / "code", limit=limit)
+    shipping.save_manifest(shipment, run_dir)
+    return shipment
+
+
 def _context(run_id: str, run_dir: Path, workdir: Path) -> RunContext:
     return RunContext(
         run_id=run_id,
         run_dir=run_dir,
         workdir=workdir,
         environment_file=run_dir / "environment.json",
+        shipment=shipping.load_manifest(run_dir),
     )
 
 

@@ -70,10 +70,17 @@ class FailureClass(str, Enum):
     PILOT_LOST = "pilot_lost"
     SUBMIT_ERROR = "submit_error"
     CANCELLED = "cancelled"
+    # The shipped code could not be verified or unpacked on the worker's node.
+    CODE_UNAVAILABLE = "code_unavailable"
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def transient(self) -> bool:
-        return self in (FailureClass.PILOT_LOST, FailureClass.SUBMIT_ERROR)
+        # A node's broken cache or a transfer error may not recur on another try.
+        return self in (
+            FailureClass.PILOT_LOST,
+            FailureClass.SUBMIT_ERROR,
+            FailureClass.CODE_UNAVAILABLE,
+        )

@@ -29,10 +29,11 @@ MAX_POLL_SECONDS = 0.1
 
 # Runs a function job in a fresh interpreter: reads the call from stdin, imports the
 # module from the working directory, and writes the JSON-encoded return value.
+# Shipped code goes before the working directory, so the shipped copy is the one imported.
 _FUNCTION_RUNNER = """
 import importlib, json, os, sys
 call = json.load(sys.stdin)
-sys.path.insert(0, os.getcwd())
+sys.path[:0] = [*call["code"], os.getcwd()]
 module_name, _, attribute = call["function"].partition(":")
 target = importlib.import_module(module_name)
 for part in attribute.split("."):
@@ -98,6 +99,10 @@ def _environment(spec: dict[str, Any]) -> dict[str, str]:
         PILOT_ATTEMPT=str(spec["attempt"]),
         PILOT_RUN_DIR=spec["run_dir"],
     )
+    if spec.get("code"):
+        from .codecache import with_code_on_paths
+
+        with_code_on_paths(env, spec["code"])
     return env
 
 
@@ -108,12 +113,30 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def run_bundle(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_bundle(
+    specs: list[dict[str, Any]], code: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]] | dict[str, Any]:
     """Run several jobs back to back in this worker; each keeps its own outcome.
 
     One failing job does not stop the others. Once the run is cancelled, jobs not
     yet started are reported as cancelled without starting.
+
+    ``code`` describes the shipped tarballs (see :mod:`executor.delivery`). When
+    this node lacks one and the bundle did not bring all of it, nothing runs and
+    the answer is ``{"code_missing": {sha256: [chunks held]}}``: the driver sends
+    the bundle again with the rest.
     """
+    trees: list[str] = []
+    if code:
+        from . import codecache
+
+        try:
+            ready = codecache.ready_trees(code)
+        except (codecache.CodeUnavailable, OSError, EOFError, ValueError) as exc:
+            return [_code_failure(exc) for _ in specs]
+        if "code_missing" in ready:
+            return ready
+        trees = [ready[item["sha256"]] for item in code if not item.get("runtime")]
     outcomes = []
     for spec in specs:
         cancel_path = spec.get("cancel_path")
@@ -124,8 +147,16 @@ def run_bundle(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "message": "the run was cancelled before this job started",
             })  # fmt: skip
             continue
-        outcomes.append(run_job(spec))
+        outcomes.append(run_job({**spec, "code": trees} if trees else spec))
     return outcomes
+
+
+def _code_failure(exc: BaseException) -> dict[str, Any]:
+    return {
+        "state": "failed", "failure_class": "code_unavailable", "start": None,
+        "end": time.time(), "exit_code": None, "signal": None, "host": socket.gethostname(),
+        "message": f"the shipped code is not usable on {socket.gethostname()}: {exc}",
+    }  # fmt: skip
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +188,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
     if spec.get("in_process") and threading.current_thread() is threading.main_thread():
-        from executor.inprocess import run_function_here
+        from .inprocess import run_function_here
 
         outcome.update(run_function_here(spec, _environment(spec), result_path))
         if outcome["state"] == "succeeded":
@@ -192,6 +223,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         if process.stdin is not None:
             call = {key: spec[key] for key in ("function", "args", "kwargs")}
             call["result_path"] = result_path
+            call["code"] = spec.get("code") or []
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
         watch = _Watch(process, spec)

@@ -30,8 +30,11 @@ class Workflow:
         *,
         defaults: Mapping[str, Any] | None = None,
         workdir: str | Path | None = None,
+        code: Iterable[str | Path] = (),
     ):
         self.name = name
+        # Shipped to the workers like a workflow file's `code:` (relative to the cwd).
+        self.code = [str(Path(path).resolve()) for path in code]
         self.defaults = dict(defaults or {})
         self.workdir = Path(workdir).resolve() if workdir is not None else None
         self._jobs: list[dict[str, Any]] = []
@@ -68,4 +71,6 @@ class Workflow:
             data["defaults"] = self.defaults
         if self.workdir is not None:
             data["workdir"] = str(self.workdir)
+        if self.code:
+            data["code"] = self.code
         return graph_from_dict(data, source=f"workflow {self.name!r}")

@@ -54,6 +54,31 @@ time_scale_option = click.option(
     help="WfFormat only: divide recorded runtimes by this.",
 )
 
+ship_option = click.option(
+    "--ship",
+    "ship",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="PATH",
+    help="Ship this directory or file to the workers too (like the workflow's `code:`); "
+    "repeatable.",
+)
+
+
+def describe_shipment(shipment) -> str:
+    """One line: how many files, how big, and the tarball's hash."""
+    return (
+        f"{len(shipment.files)} files, {_bytes(shipment.content_bytes)} "
+        f"({_bytes(shipment.size)} packed), sha256 {shipment.sha256[:16]}"
+    )
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
 
 def console() -> Console:
     return Console(highlight=False, soft_wrap=False)

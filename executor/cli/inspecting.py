@@ -15,9 +15,11 @@ from executor.cli import (
     cli,
     console,
     db_option,
+    describe_shipment,
     json_option,
     open_store,
     run_filter,
+    ship_option,
     time_scale_option,
 )
 
@@ -25,11 +27,15 @@ from executor.cli import (
 @cli.command()
 @click.argument("workflow", type=click.Path(path_type=Path))
 @click.option("--site", default=None, help="Site whose pools jobs are matched to (default: local).")
+@ship_option
 @time_scale_option
 @json_option
-def validate(workflow: Path, site: str | None, time_scale: float, as_json: bool) -> None:
+def validate(
+    workflow: Path, site: str | None, ship: tuple[Path, ...], time_scale: float, as_json: bool
+) -> None:
     """Check WORKFLOW without running it: jobs per label, roots, leaves, longest chain,
-    and which pool of the site each label's jobs go to.
+    which pool of the site each label's jobs go to, and the code that would be
+    shipped (`code:` and --ship: its files, size and sha256).
 
     Exits 2 and lists every problem (file, line, job, field, and how to fix it)
     when the workflow is invalid or a job fits no pool of the site.
@@ -47,8 +53,11 @@ def validate(workflow: Path, site: str | None, time_scale: float, as_json: bool)
     from executor.sites import get_site
 
     graph = load_workflow(workflow, time_scale=time_scale)
+    if ship:
+        graph = graph.with_code(ship)
     site_config = get_site(site)
     pool_of = assign_pools(graph, site_config.pools)
+    shipment = _trial_shipment(graph)
     pools_by_label: dict[str, Counter[str]] = {}
     for job in graph:
         pools_by_label.setdefault(job.label, Counter())[pool_of[job.name]] += 1
@@ -64,7 +73,14 @@ def validate(workflow: Path, site: str | None, time_scale: float, as_json: bool)
         "workdir": str(graph.workdir) if graph.workdir else None,
         "site": site_config.name,
         "pools": {label: dict(counts) for label, counts in pools_by_label.items()},
-    }
+        "code": None
+        if shipment is None
+        else {
+            "sha256": shipment.sha256, "size": shipment.size,
+            "content_bytes": shipment.content_bytes, "sources": list(shipment.sources),
+            "files": [{"path": name, "bytes": size} for name, size in shipment.files],
+        },
+    }  # fmt: skip
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -83,7 +99,31 @@ def validate(workflow: Path, site: str | None, time_scale: float, as_json: bool)
     shown = " -> ".join(chain if len(chain) <= 8 else [*chain[:4], "...", *chain[-3:]])
     out.print(Text(f"roots: {facts['roots']}  leaves: {facts['leaves']}  edges: {facts['edges']}"))
     out.print(Text(f"longest chain: {len(chain)} jobs: {shown}"))
+    if shipment is not None:
+        out.print(Text(f"code: {describe_shipment(shipment)}"))
+        for name, size in shipment.files[:SHOWN_FILES]:
+            out.print(Text(f"  {name}  ({size:,} B)"))
+        if len(shipment.files) > SHOWN_FILES:
+            more = len(shipment.files) - SHOWN_FILES
+            out.print(Text(f"  ... and {more} more (--json lists all)"))
     out.print(Text("valid", style="green"))
+
+
+# How many shipped files `validate` lists before summing up the rest.
+SHOWN_FILES = 20
+
+
+def _trial_shipment(graph):
+    """Build the tarball the workflow would ship into a scratch directory (exact hash)."""
+    import tempfile
+
+    from executor import shipping
+
+    if not graph.code:
+        return None
+    with tempfile.TemporaryDirectory(prefix="pilot-validate-") as scratch:
+        limit = graph.code_limit or shipping.DEFAULT_LIMIT_BYTES
+        return shipping.build(graph.code, Path(scratch), limit=limit)
 
 
 @cli.command()

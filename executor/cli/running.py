@@ -16,7 +16,9 @@ from executor.cli import (
     BadInput,
     cli,
     db_option,
+    describe_shipment,
     open_store,
+    ship_option,
     time_scale_option,
 )
 
@@ -38,6 +40,7 @@ from executor.cli import (
     help="With --detach: run the driver itself in a one-core batch job of SITE (e.g. a "
     "Slurm site), so that a login node reboot does not matter.",
 )
+@ship_option
 @time_scale_option
 @db_option
 def submit(
@@ -45,6 +48,7 @@ def submit(
     site: str | None,
     detach: bool,
     driver_on: str | None,
+    ship: tuple[Path, ...],
     time_scale: float,
     db: Path | None,
 ) -> None:
@@ -54,6 +58,11 @@ def submit(
     directory (or its `workdir:`). The workflow is copied into the run directory at
     submit time: editing the file afterwards does not change this run or its restarts
     (`pilot restart RUN --workflow FILE` continues it with an edited copy).
+
+    The workflow's `code:` directories and files (and each --ship PATH) are packed
+    into one tarball in the run directory and unpacked on every worker node, first
+    on PYTHONPATH and PATH (and sys.path for function jobs); `$PILOT_CODE` names the
+    unpacked tree. A restart ships that same tarball, not the files as they are now.
 
     With --detach the driver runs in the background: close the terminal, then follow
     the run from anywhere with `pilot attach RUN` or `pilot status RUN --watch`.
@@ -71,6 +80,7 @@ def submit(
     Examples:
       pilot submit examples/hello/workflow.yaml
       pilot submit examples/hello/workflow.yaml --detach
+      pilot submit workflow.yaml --ship ./mypkg --site remote
       pilot submit workflow.yaml --site usdf-slurm --detach --driver-on usdf-slurm
       pilot submit montage-chameleon-dss-15d-001.json --time-scale 1000
     """
@@ -82,6 +92,8 @@ def submit(
     if driver_on and not detach:
         raise BadInput("--driver-on puts a detached driver in a batch job: add --detach")
     graph = load_workflow(workflow, time_scale=time_scale)
+    if ship:
+        graph = graph.with_code(ship)
     site_config = get_site(site)
     driver_site = get_site(driver_on) if driver_on else None
     assign_pools(graph, site_config.pools)  # a job that fits no pool is bad input: exit 2
@@ -91,6 +103,8 @@ def submit(
         context = start_run(graph, site_config, store, locations, source=workflow)
         click.echo(f"run {context.run_id}")
         sys.stdout.flush()
+        if context.shipment is not None:
+            click.echo(f"code: {describe_shipment(context.shipment)}", err=True)
         if driver_site is not None:
             _detach_to_batch(store, context.run_id, context.run_dir, driver_site)
         if detach:

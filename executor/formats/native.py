@@ -4,6 +4,7 @@ Indicative file::
 
     name: demo
     defaults: {cores: 1, memory: 2GB, walltime: 10m, retries: 2}
+    code: [./mypkg]        # shipped to the workers: `import mypkg` works there
     jobs:
       - {name: isr-1, label: isr, command: "python -m mypkg.isr --visit 1", memory: 4GB}
       - {name: sum, label: summary, function: "mypkg.stats:summarize", args: [1], after: [isr-1]}
@@ -21,7 +22,10 @@ from executor.errors import GraphError
 from executor.graph import Clustering, Job, JobGraph, _graph_problems, default_label
 from executor.units import parse_duration, parse_memory
 
-WORKFLOW_KEYS = ("name", "description", "defaults", "workdir", "jobs", "cluster_by", "cluster_max")
+WORKFLOW_KEYS = (
+    "name", "description", "defaults", "workdir", "jobs", "cluster_by", "cluster_max",
+    "code", "code_limit",
+)  # fmt: skip
 JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
     "cores", "memory", "walltime", "retries", "environment",
@@ -72,6 +76,8 @@ def graph_from_dict(
     workdir = _workdir(data.get("workdir"), base_dir)
     clustering, clustering_problems = _clustering(data, source)
     problems += clustering_problems
+    code, code_limit, code_problems = _code(data, source, base_dir)
+    problems += code_problems
 
     jobs: list[Job] = []
     where: dict[str, str] = {}
@@ -94,8 +100,44 @@ def graph_from_dict(
         problems += _graph_problems(jobs, source, where)
         raise GraphError(f"{len(problems)} problem(s) in {source}", problems)
     return JobGraph(
-        str(name), jobs, workdir=workdir, source=source, where=where, clustering=clustering
-    )
+        str(name), jobs, workdir=workdir, source=source, where=where, clustering=clustering,
+        code=code, code_limit=code_limit,
+    )  # fmt: skip
+
+
+def _code(
+    data: Mapping[str, Any], source: str, base_dir: Path | None
+) -> tuple[list[Path], int | None, list[str]]:
+    """``code:`` paths (relative to the workflow file) and ``code_limit``, checked."""
+    raw, problems, paths = data.get("code"), [], []
+    if raw is not None and (
+        not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw)
+    ):
+        problems.append(f"{source}: code: must be a list of paths, e.g. code: [./mypkg]")
+        raw = []
+    for text in raw or ():
+        path = Path(text).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.exists():
+            problems.append(
+                f"{source}: code: {text!r} does not exist (looked for {path}); paths are "
+                "relative to the workflow file"
+            )
+        paths.append(path.absolute())
+    names = [p.name for p in paths]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(
+            f"{source}: code: two paths would both appear as {name!r} on the workers; "
+            "rename one, or ship their common parent directory"
+        )
+    limit = None
+    if "code_limit" in data:
+        try:
+            limit = parse_memory(data["code_limit"]) * 1_000_000
+        except ValueError as exc:
+            problems.append(f"{source}: code_limit: {exc}")
+    return paths, limit, problems
 
 
 def _clustering(data: Mapping[str, Any], source: str) -> tuple[Clustering | None, list[str]]:
@@ -238,6 +280,10 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
     if graph.clustering is not None:
         data["cluster_by"] = graph.clustering.by
         data["cluster_max"] = graph.clustering.max_size
+    if graph.code:
+        data["code"] = [str(path) for path in graph.code]
+    if graph.code_limit is not None:
+        data["code_limit"] = f"{graph.code_limit // 1_000_000}MB"
     return data
 
 
@@ -274,7 +320,7 @@ def graph_from_saved(
     )
     return JobGraph(
         str(data["name"]), jobs, workdir=workdir, source=source, trusted=True,
-        clustering=clustering,
+        clustering=clustering, code=[Path(p) for p in data.get("code", ())],
     )  # fmt: skip
 
 

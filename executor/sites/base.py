@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from executor.errors import ConfigError
 from executor.lifeline import interchange_command
 from executor.pools import PoolConfig, pools_from_mapping
+from executor.units import parse_memory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +47,15 @@ class SiteConfig:
     monitoring_db
         The group's shared database for runs on this site (when neither ``--db``
         nor ``PILOT_DB`` is given).
+    shared_filesystem
+        Workers can read the run directory. If not, the workflow's shipped code
+        travels with the bundles, to each node once (see :mod:`executor.delivery`).
+    max_payload
+        The most one task may carry, e.g. ``10MB`` (Globus Compute's limit); larger
+        shipped code is sent in chunks. Empty: no limit.
+    ship_runtime
+        Send pilot's own worker runtime with the bundles too, so workers need only
+        Python and Parsl (or the endpoint software), not pilot.
     """
 
     backend: ClassVar[str] = "base"
@@ -58,6 +68,9 @@ class SiteConfig:
     packing_target: float = 10.0
     packing_max_jobs: int = 500
     monitoring_db: str | None = None
+    shared_filesystem: bool = True
+    max_payload: str | int | None = None
+    ship_runtime: bool = False
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +80,14 @@ class SiteConfig:
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: pools: pool names must be unique")
+        for flag in ("shared_filesystem", "ship_runtime"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{where}: {flag}: {getattr(self, flag)!r} must be true or false")
+        if self.max_payload is not None:
+            try:
+                parse_memory(self.max_payload)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: max_payload: {exc}") from exc
         tolerance = self.memory_tolerance
         if not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 10:
             raise ConfigError(f"{where}: memory_tolerance: {tolerance!r} must be between 0 and 10")
@@ -109,6 +130,13 @@ class SiteConfig:
         data = dict(data)
         data["pools"] = tuple(PoolConfig(**pool) for pool in data.get("pools", ()))
         return backend_class(data.pop("backend"))(**data)
+
+    @property
+    def payload_limit(self) -> int | None:
+        """``max_payload`` in bytes, or ``None``."""
+        if self.max_payload is None:
+            return None
+        return parse_memory(self.max_payload) * 1_000_000
 
     # -- what a backend provides ---------------------------------------------------
     def default_pools(self) -> tuple[PoolConfig, ...]:
