@@ -141,7 +141,11 @@ def unpack(blob: bytes, sha256: str, root: str | None = None) -> str:
     CodeUnavailable
         The bytes do not match the hash, or the archive holds an unsafe member.
     """
-    root = root or cache_root()
+    return _unpack_once(blob, sha256, root or cache_root())[0]
+
+
+def _unpack_once(blob: bytes, sha256: str, root: str) -> tuple[str, bool]:
+    """Unpack under the node's lock; return the tree and whether this call unpacked it."""
     sha = _checked_hash(sha256)
     final = os.path.join(root, sha)
     actual = hashlib.sha256(blob).hexdigest()
@@ -152,7 +156,7 @@ def unpack(blob: bytes, sha256: str, root: str | None = None) -> str:
         )
     with _locked(os.path.join(root, sha + ".lock")):
         if os.path.isdir(final):  # another worker of this node finished first
-            return final
+            return final, False
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as archive:
             members = archive.getmembers()
             for member in members:
@@ -166,7 +170,7 @@ def unpack(blob: bytes, sha256: str, root: str | None = None) -> str:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
     shutil.rmtree(os.path.join(root, sha + ".parts"), ignore_errors=True)
-    return final
+    return final, True
 
 
 def check_member(member: tarfile.TarInfo) -> None:

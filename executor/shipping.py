@@ -33,7 +33,7 @@ from executor.errors import ShippingError
 DEFAULT_LIMIT_BYTES = 100_000_000
 # 1980-01-01, the earliest date zip can store: a fixed, plausible mtime for every entry.
 FIXED_MTIME = 315532800
-ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__"})
+ALWAYS_EXCLUDED_NAMES = frozenset({".git", "__pycache__"})
 ALWAYS_EXCLUDED_SUFFIXES = (".pyc",)
 
 
@@ -122,7 +122,7 @@ def _walk(root: Path) -> Iterable[Entry]:
         for name in sorted(dirnames):
             path = here / name
             relative = (relative_dir / name).as_posix()
-            if name in ALWAYS_EXCLUDED_DIRS or ignore.excludes(path, is_dir=True):
+            if name in ALWAYS_EXCLUDED_NAMES or ignore.excludes(path, is_dir=True):
                 continue
             if path.is_symlink():
                 yield _link_entry(root, path, relative)
@@ -133,7 +133,11 @@ def _walk(root: Path) -> Iterable[Entry]:
         for name in sorted(filenames):
             path = here / name
             relative = (relative_dir / name).as_posix()
-            if name.endswith(ALWAYS_EXCLUDED_SUFFIXES) or ignore.excludes(path, is_dir=False):
+            if (
+                name in ALWAYS_EXCLUDED_NAMES  # a submodule's `.git` is a file
+                or name.endswith(ALWAYS_EXCLUDED_SUFFIXES)
+                or ignore.excludes(path, is_dir=False)
+            ):
                 continue
             if path.is_symlink():
                 yield _link_entry(root, path, relative)
@@ -188,7 +192,10 @@ class _Gitignore:
         self.root = root.absolute()
         top = _repository_top(self.root)
         self._specs: dict[Path, Any] = {}
-        self._above = [self._spec(d) for d in _between(top, self.root.parent)] if top else []
+        # Rules of the repository's directories above the shipped one (none when the
+        # shipped directory is itself the top of a repository or submodule).
+        above = _between(top, self.root.parent) if top and top != self.root else []
+        self._above = [self._spec(d) for d in above]
 
     def _spec(self, directory: Path) -> tuple[Path, Any] | None:
         if directory not in self._specs:

@@ -335,19 +335,9 @@ class _Watch:
         return True
 
     def _sample(self) -> bool:
-        import psutil
-
-        try:
-            root = psutil.Process(self.process.pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        total = _tree_rss_bytes(self.process.pid)
+        if total is None:
             return False
-        total = 0
-        for member in tree:
-            try:
-                total += member.memory_info().rss
-            except psutil.Error:
-                continue
         if total:  # a job that already exited (a zombie) has no resident pages
             self.peak_mb = max(self.peak_mb or 0.0, total / 1_000_000)
         return True
@@ -362,6 +352,52 @@ class _Watch:
                 deadline = float("inf")
             time.sleep(0.01)
         return reason
+
+
+def _tree_rss_bytes(pid: int) -> int | None:
+    """Resident bytes of ``pid`` and its descendants; ``None`` if it is gone."""
+    try:
+        import psutil
+    except ImportError:  # a worker with only the shipped runtime: read /proc directly
+        return _tree_rss_from_proc(pid)
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for member in tree:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def _tree_rss_from_proc(pid: int) -> int | None:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/statm") as handle:
+                rss[int(entry)] = int(handle.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+        # The field after the state letter is the parent's pid.
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    if pid not in rss:
+        return None
+    total, frontier = 0, [pid]
+    while frontier:
+        member = frontier.pop()
+        total += rss.get(member, 0)
+        frontier.extend(children.get(member, ()))
+    return total
 
 
 def _forward_termination(process: subprocess.Popen):

@@ -16,6 +16,7 @@ import yaml
 
 from executor.errors import GraphError
 from executor.formats import graph_from_dict, graph_to_dict, load_workflow
+from executor.formats.native import graph_from_saved
 from executor.formats.yamlio import read_yaml
 from executor.graph import JobGraph
 
@@ -330,7 +331,7 @@ def test_unknown_top_level_key_without_a_close_match_lists_valid_keys(tmp_path):
     path = write(tmp_path, "zzzz: 1\njobs: [{name: a, command: 'true'}]\n")
     assert problems_of(path) == [
         f"{path}: unknown key 'zzzz'; valid keys: name, description, defaults, workdir, jobs, "
-        "cluster_by, cluster_max"
+        "cluster_by, cluster_max, code, code_limit"
     ]
 
 
@@ -595,3 +596,38 @@ def test_static_clustering_settings_are_checked_and_saved(tmp_path):
     problems = problems_of(bad)
     assert any("cluster_by: 'visit' must be 'label'" in p for p in problems)
     assert any("cluster_max: 0 must be a whole number >= 1" in p for p in problems)
+
+
+def test_code_paths_are_relative_to_the_workflow_file_and_survive_the_saved_copy(tmp_path):
+    (tmp_path / "src" / "mypkg").mkdir(parents=True)
+    (tmp_path / "src" / "run.sh").write_text("true")
+    path = write(
+        tmp_path / "src",
+        "code: [./mypkg, run.sh]\ncode_limit: 5MB\njobs: [{name: a, command: x}]\n",
+    )
+
+    graph = load_workflow(path)
+
+    assert graph.code == (tmp_path / "src" / "mypkg", tmp_path / "src" / "run.sh")
+    assert graph.code_limit == 5_000_000
+    saved = graph_from_saved(graph_to_dict(graph), source="saved")
+    assert saved.code == graph.code
+
+
+def test_bad_code_entries_name_the_file_and_the_fix(tmp_path):
+    (tmp_path / "a" / "mypkg").mkdir(parents=True)
+    (tmp_path / "b" / "mypkg").mkdir(parents=True)
+    path = write(
+        tmp_path,
+        "code: [a/mypkg, b/mypkg, ./nope]\ncode_limit: lots\njobs: [{name: a, command: x}]\n",
+    )
+
+    problems = problems_of(path)
+
+    assert any("code: './nope' does not exist" in p and "relative to the workflow" in p
+               for p in problems)  # fmt: skip
+    assert any("would both appear as 'mypkg'" in p for p in problems)
+    assert any(p.startswith(f"{path}: code_limit:") for p in problems)
+    assert problems_of(write(tmp_path, "code: ./mypkg\njobs: [{name: a, command: x}]\n")) == [
+        f"{tmp_path / 'workflow.yaml'}: code: must be a list of paths, e.g. code: [./mypkg]"
+    ]

@@ -256,3 +256,29 @@ def test_out_of_memory_in_a_slurm_pilot_is_retried_with_more_memory_in_a_larger_
     assert attempts[("neighbour", 1)]["state"] == "succeeded"
     # Each pool's attempts ran in a Slurm pilot of its own.
     assert attempts[("hog", 1)]["batch_job_id"] != attempts[("hog", 2)]["batch_job_id"]
+
+
+def test_shipped_code_reaches_a_slurm_pilot_with_the_bundles(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    package = tmp_path / "src" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from mypkg.b import g\n\n\ndef f(x):\n    return g(x)\n")
+    (package / "b.py").write_text("def g(x):\n    return x * 3\n")
+    # As at a site whose nodes do not see the run directory: the bytes go with the bundles.
+    site = write_site(tmp_path, shared_filesystem=False, ship_runtime=True)
+    path = write_workflow(tmp_path / "src", {
+        "name": "slurm-shipped",
+        "code": ["./mypkg"],
+        "jobs": [{"name": f"f{i}", "function": "mypkg.a:f", "args": [i]} for i in range(3)],
+    })  # fmt: skip
+    env = {**subprocess_env, "PILOT_CACHE": str(tmp_path / "node-cache")}
+
+    result = run_pilot("submit", path, "--site", site, env=env, cwd=tmp_path, timeout=150)
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    results = {a["job"]: a["result"] for a in _attempts(pilot_home, run_id)}
+    assert results == {"f0": "0", "f1": "3", "f2": "6"}
+    assert all(a["batch_job_id"] for a in _attempts(pilot_home, run_id))

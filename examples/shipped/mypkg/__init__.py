@@ -1,0 +1,1 @@
+"""An example package shipped to the workers (see ../workflow.yaml)."""
