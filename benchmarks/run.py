@@ -229,8 +229,21 @@ def row_big_graph(n: int, scratch: Path) -> tuple[str, float, float, str]:
         f"target < 3,000 B/job; {rate:.0f} jobs/s"  # fmt: skip
 
 
-def row_restart(n: int, scratch: Path) -> tuple[str, float, float, str]:
-    """`pilot restart` of an n-job run that is 90% done: seconds until its first new job."""
+def row_restart(n: int, scratch: Path, trials: int = 3) -> tuple[str, float, float, str]:
+    """`pilot restart` of an n-job run that is 90% done: seconds until its first new job.
+
+    The median of ``trials`` restarts of fresh copies (Parsl's start-up varies by a
+    second here from one try to the next).
+    """
+    import statistics
+
+    times = sorted(_restart_once(n, scratch) for _ in range(trials))
+    return f"restart of a {n:,}-job run 90% done: s to first job", \
+        statistics.median(times), float("nan"), \
+        f"target < 5 s; {trials} tries: {', '.join(f'{t:.1f}' for t in times)}"  # fmt: skip
+
+
+def _restart_once(n: int, scratch: Path) -> float:
     from executor.runs import start_run
     from executor.sites.local import LocalSite
     from executor.store import Store, locate
@@ -262,8 +275,7 @@ def row_restart(n: int, scratch: Path) -> tuple[str, float, float, str]:
             time.sleep(0.05)
     driver.send_signal(2)
     driver.wait(timeout=60)
-    return f"restart of a {n:,}-job run 90% done: s to first job", \
-        (first or float("nan")) - started, float("nan"), "target < 5 s"  # fmt: skip
+    return (first or float("nan")) - started
 
 
 def _fresh(scratch: Path) -> Path:

@@ -201,10 +201,12 @@ class Driver:
         """Run to the end; return the run's final state (also recorded in the store)."""
         for name in self.schedule.initially_ready():
             self._record(name, JobState.READY)
-        self._commit()
         last_heartbeat = time.monotonic()
         while not self.schedule.finished and not self._cancel.is_set():
             self._submit_ready()
+            # The first bundles reach Parsl before this first commit (tens of thousands
+            # of ready jobs after a restart take a while to write): workers start sooner.
+            self._commit()
             self._scale()
             if self._pilots is not None:
                 self._pilots.poll()

@@ -16,6 +16,7 @@ from typing import Any
 
 from executor.formats import load_workflow
 from executor.formats.native import graph_to_dict
+from executor.formats.saved import saved_text
 from executor.graph import JobGraph
 from executor.pools import assign_pools
 from executor.states import JobState
@@ -63,7 +64,7 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
 
     data = graph_to_dict(new)
     data["workdir"] = run["workdir"]  # the run keeps where its jobs run
-    text = json.dumps(data, indent=1, sort_keys=True)
+    text = saved_text(data)
     number = 1 + sum(1 for _ in run_dir.glob("workflow.*.json"))
     copy.rename(run_dir / f"workflow.{number}.json")
     copy.write_text(text)

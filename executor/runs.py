@@ -26,6 +26,7 @@ from executor._version import __version__
 from executor.driver import Driver, Progress, RunContext, pid_start_time
 from executor.errors import RunStateError
 from executor.formats.native import graph_from_saved, graph_to_dict
+from executor.formats.saved import read_saved, saved_text
 from executor.graph import JobGraph
 from executor.parsl_processes import ParslSession
 from executor.pools import assign_pools
@@ -78,7 +79,7 @@ def start_run(
     workdir = graph.workdir or Path.cwd()
     workflow = graph_to_dict(graph)
     workflow["workdir"] = str(workdir)
-    workflow_text = json.dumps(workflow, indent=1, sort_keys=True)
+    workflow_text = saved_text(workflow)
     (run_dir / "workflow.json").write_text(workflow_text)
     if source is not None:
         shutil.copyfile(source, run_dir / f"submitted{source.suffix}")
@@ -129,7 +130,7 @@ class Resumed:
     graph: JobGraph
     site: SiteConfig
     context: RunContext
-    succeeded: frozenset[str]
+    already_succeeded: int  # jobs not in ``graph``: they succeeded and never run again
     done_per_label: dict[str, int]
     attempts: dict[str, int]
     to_run: int
@@ -189,26 +190,29 @@ def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed
     """Everything needed to drive a recorded run, from its run directory and the store."""
     run = get_run(store, run_id)
     run_dir = Path(run["run_dir"])
+    # Only the unfinished part is read and rebuilt: succeeded jobs never run again.
     rows = store.query(
-        "SELECT name, label, state, attempts FROM jobs WHERE run_id = ?", [run["id"]]
+        "SELECT name, attempts FROM jobs WHERE run_id = ? AND state != 'succeeded'", [run["id"]]
     )
-    succeeded = frozenset(r["name"] for r in rows if r["state"] == "succeeded")
-    done_per_label: dict[str, int] = {}
-    for row in rows:
-        if row["state"] == "succeeded":
-            done_per_label[row["label"]] = done_per_label.get(row["label"], 0) + 1
-    workflow = json.loads(Path(run["workflow_copy"]).read_text())
-    # Only the unfinished part: succeeded jobs never run again.
-    unfinished = {r["name"] for r in rows if r["state"] != "succeeded"}
+    done_per_label = {
+        row["label"]: row["n"]
+        for row in store.query(
+            "SELECT label, count(*) AS n FROM jobs WHERE run_id = ? AND state = 'succeeded' "
+            "GROUP BY label",
+            [run["id"]],
+        )
+    }
+    unfinished = {r["name"] for r in rows}
+    workflow = read_saved(Path(run["workflow_copy"]), keep=unfinished)
     graph = graph_from_saved(workflow, source=run["workflow_copy"], keep=unfinished)
     site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
     return Resumed(
         graph=graph,
         site=site,
         context=_context(run["id"], run_dir, Path(run["workdir"])),
-        succeeded=succeeded,
+        already_succeeded=sum(done_per_label.values()),
         done_per_label=done_per_label,
-        attempts={r["name"]: r["attempts"] for r in rows if r["name"] in unfinished},
+        attempts={r["name"]: r["attempts"] for r in rows},
         to_run=len(unfinished) if to_run is None else to_run,
     )
 

@@ -201,7 +201,7 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
         click.echo(f"run {resumed.context.run_id}")
         click.echo(
             f"restarting: {resumed.to_run} job(s) to run, "
-            f"{len(resumed.succeeded)} already succeeded",
+            f"{resumed.already_succeeded} already succeeded",
             err=True,
         )
         sys.stdout.flush()
@@ -209,7 +209,7 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
             _detach(store, resumed.context.run_id, resumed.context.run_dir)
         _drive_and_exit(
             store, resumed.graph, resumed.site, resumed.context,
-            succeeded=resumed.succeeded, attempts=resumed.attempts,
+            attempts=resumed.attempts,
             done_per_label=resumed.done_per_label, session=resumed.session,
         )  # fmt: skip
 
@@ -296,6 +296,6 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
         resumed = load_run(store, run)
         drive(
             store, resumed.graph, resumed.site, resumed.context,
-            succeeded=resumed.succeeded, attempts=resumed.attempts,
+            attempts=resumed.attempts,
             done_per_label=resumed.done_per_label,
         )  # fmt: skip
