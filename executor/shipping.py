@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ShippingError
+from executor.units import format_bytes
 
 # Uncompressed bytes a shipment may hold unless the workflow says otherwise (code_limit).
 DEFAULT_LIMIT_BYTES = 100_000_000
@@ -246,17 +247,13 @@ def check_size(entries: Sequence[Entry], limit: int) -> int:
     total = sum(entry.size for entry in entries)
     if total > limit:
         largest = sorted(entries, key=lambda e: e.size, reverse=True)[:5]
-        listing = ", ".join(f"{e.name} ({_megabytes(e.size)})" for e in largest if e.size)
+        listing = ", ".join(f"{e.name} ({format_bytes(e.size)})" for e in largest if e.size)
         raise ShippingError(
-            f"code: the shipped files hold {_megabytes(total)}, more than the "
-            f"{_megabytes(limit)} limit; largest: {listing}. Move data out of the code "
+            f"code: the shipped files hold {format_bytes(total)}, more than the "
+            f"{format_bytes(limit)} limit; largest: {listing}. Move data out of the code "
             "directories, add it to .gitignore, or raise `code_limit:` in the workflow"
         )
     return total
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def write_tarball(entries: Sequence[Entry], handle: Any) -> None:

@@ -109,3 +109,11 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s"
+
+
+def format_bytes(size: int) -> str:
+    """A byte count for people: ``"512 B"``, ``"3.4 kB"``, ``"2.1 MB"`` (powers of 10)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"

@@ -67,17 +67,13 @@ ship_option = click.option(
 
 def describe_shipment(shipment) -> str:
     """One line: how many files, how big, and the tarball's hash."""
+    from executor.units import format_bytes
+
     return (
-        f"{len(shipment.files)} files, {_bytes(shipment.content_bytes)} "
-        f"({_bytes(shipment.size)} packed), sha256 {shipment.sha256[:16]}"
+        f"{len(shipment.files)} files, {format_bytes(shipment.content_bytes)} "
+        f"({format_bytes(shipment.size)} packed), sha256 {shipment.sha256[:16]}"
     )
 
-
-def _bytes(size: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def console() -> Console:
