@@ -430,6 +430,7 @@ class Driver:
         while self._in_flight and time.monotonic() < deadline and not self._parsl_broken():
             self._collect(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
         self._bundles.clear()
+        self._resends.clear()
         self._load = dict.fromkeys(self._capacity, 0)
         for name, (attempt, _) in list(self._in_flight.items()):
             del self._in_flight[name]
