@@ -97,6 +97,24 @@ def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]] | dict[str, Any]
         return [dict(outcome) for _ in range(jobs)]
 
 
+# Parsl logs to these (exceptions from future callbacks go to concurrent.futures).
+_PARSL_LOGGERS = ("parsl", "concurrent.futures")
+
+
+def _parsl_log_handler(path: Path) -> logging.Handler:
+    """What Parsl's ``initialize_logging`` would attach: everything to ``parsl.log``."""
+    from parsl.log_utils import DEFAULT_FORMAT
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.getLogger("parsl").setLevel(logging.DEBUG)
+    for name in _PARSL_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
 class ParslSession:
     """Parsl for one run: a DataFlowKernel with one HighThroughputExecutor per pool.
 
@@ -112,6 +130,7 @@ class ParslSession:
         self.dfk: Any = None
         self.executors: dict[str, Any] = {}
         self.apps: dict[str, Any] = {}
+        self._log_handler: logging.Handler | None = None
 
     def start(self) -> ParslSession:
         from parsl.app.python import PythonApp
@@ -127,8 +146,11 @@ class ParslSession:
             run_dir=str(self.run_dir / "parsl"),
             strategy="none",
             usage_tracking=0,
-            initialize_logging=True,
+            # Parsl's own log handler is never closed (it leaks an open file per run in a
+            # long-lived process); this session owns one and closes it in stop().
+            initialize_logging=False,
         )
+        self._log_handler = _parsl_log_handler(self.run_dir / "parsl" / "parsl.log")
         try:
             with terminal_signals_blocked():
                 self.dfk = DataFlowKernel(config)
@@ -150,6 +172,11 @@ class ParslSession:
         if self.dfk is not None:
             dfk, self.dfk = self.dfk, None
             stop_parsl(dfk, self.shutdown_seconds)
+        if self._log_handler is not None:
+            for name in _PARSL_LOGGERS:
+                logging.getLogger(name).removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
 
     def __enter__(self) -> ParslSession:
         return self.start()

@@ -75,7 +75,6 @@ def describe_shipment(shipment) -> str:
     )
 
 
-
 def console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
