@@ -85,7 +85,12 @@ def ready_trees(shipments: list[dict[str, Any]]) -> dict[str, str] | dict[str, A
             if blob is None:
                 missing[sha] = _chunks_present(root, sha)
                 continue
-            unpack(blob, sha, root)
+            try:
+                unpack(blob, sha, root)
+            except CodeUnavailable:
+                # A damaged chunk must not poison this node: the next try fetches anew.
+                shutil.rmtree(os.path.join(root, sha + ".parts"), ignore_errors=True)
+                raise
         trees[sha] = final
     if missing:
         return {"code_missing": missing}

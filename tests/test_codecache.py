@@ -204,3 +204,18 @@ def test_a_hash_that_is_not_a_hash_never_becomes_a_path(cache: Path):
 def test_shell_jobs_see_the_tree_first_on_their_paths():
     env = codecache.with_code_on_paths({"PATH": "/usr/bin", "PYTHONPATH": "/lib"}, ["/c/abc"])
     assert env == {"PATH": "/c/abc:/usr/bin", "PYTHONPATH": "/c/abc:/lib", "PILOT_CODE": "/c/abc"}
+
+
+def test_a_damaged_chunk_is_dropped_so_the_next_try_can_fetch_it_again(tmp_path, cache: Path):
+    shipment = build([_package(tmp_path)], tmp_path / "out")
+    blob = shipment.path.read_bytes()
+    size = len(blob) // 2 + 1
+    base = {"sha256": shipment.sha256, "size": len(blob), "chunk_size": size}
+    damaged = bytes([blob[0] ^ 0xFF]) + blob[1:size]
+
+    with pytest.raises(CodeUnavailable, match="corrupt"):
+        ready_trees([{**base, "chunks": {0: damaged, 1: blob[size:]}}])
+
+    assert ready_trees([base]) == {"code_missing": {shipment.sha256: []}}
+    trees = ready_trees([{**base, "chunks": {0: blob[:size], 1: blob[size:]}}])
+    assert Path(trees[shipment.sha256], "mypkg", "__init__.py").exists()
