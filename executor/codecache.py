@@ -78,6 +78,8 @@ def ready_trees(shipments: list[dict[str, Any]]) -> dict[str, str] | dict[str, A
     for shipment in shipments:
         sha = _checked_hash(shipment["sha256"])
         final = os.path.join(root, sha)
+        if os.path.isdir(final) and not _intact(root, sha):
+            _discard(root, sha)
         if not os.path.isdir(final):
             for index, data in (shipment.get("chunks") or {}).items():
                 _store_chunk(root, sha, int(index), data)
@@ -170,12 +172,60 @@ def _unpack_once(blob: bytes, sha256: str, root: str) -> tuple[str, bool]:
             try:
                 _extract(archive, members, staging)
                 _make_read_only(staging)
+                _write_listing(root, sha, members)
                 os.rename(staging, final)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
     shutil.rmtree(os.path.join(root, sha + ".parts"), ignore_errors=True)
     return final, True
+
+
+# Trees found whole by this process: checked once, not at every bundle.
+_INTACT: set[str] = set()
+
+
+def _write_listing(root: str, sha: str, members: list[tarfile.TarInfo]) -> None:
+    """Record what the tree holds, to notice later when part of it has gone."""
+    import json
+
+    listing = [[m.name, m.size if m.isfile() else -1] for m in members]
+    with open(os.path.join(root, sha + ".files"), "w") as handle:
+        json.dump(listing, handle)
+
+
+def _intact(root: str, sha: str) -> bool:
+    """Whether the cached tree still holds every file, at its size.
+
+    Temp-dir cleaners (systemd-tmpfiles, tmpwatch) delete old files one by one; a
+    tree they thinned out must be unpacked again, not used.
+    """
+    if sha in _INTACT:
+        return True
+    import json
+
+    try:
+        with open(os.path.join(root, sha + ".files")) as handle:
+            listing = json.load(handle)
+        for name, size in listing:
+            info = os.lstat(os.path.join(root, sha, name))
+            if size >= 0 and info.st_size != size:
+                return False
+    except (OSError, ValueError, TypeError):
+        return False
+    _INTACT.add(sha)
+    return True
+
+
+def _discard(root: str, sha: str) -> None:
+    """Take a damaged tree out of use at once (a rename), then delete it."""
+    with _locked(os.path.join(root, sha + ".lock")):
+        final = os.path.join(root, sha)
+        if not os.path.isdir(final) or _intact(root, sha):
+            return  # another worker already replaced it
+        doomed = tempfile.mkdtemp(dir=root, prefix=f".{sha[:16]}-damaged-")
+        os.rename(final, os.path.join(doomed, "tree"))
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def check_member(member: tarfile.TarInfo) -> None:

@@ -219,3 +219,16 @@ def test_a_damaged_chunk_is_dropped_so_the_next_try_can_fetch_it_again(tmp_path,
     assert ready_trees([base]) == {"code_missing": {shipment.sha256: []}}
     trees = ready_trees([{**base, "chunks": {0: blob[:size], 1: blob[size:]}}])
     assert Path(trees[shipment.sha256], "mypkg", "__init__.py").exists()
+
+
+def test_a_tree_thinned_out_by_a_temp_cleaner_is_unpacked_again(tmp_path, cache: Path):
+    shipment = build([_package(tmp_path)], tmp_path / "out")
+    descriptor = {**shipment.descriptor(), "path": str(shipment.path)}
+    tree = Path(ready_trees([descriptor])[shipment.sha256])
+    codecache._INTACT.clear()  # as in a new worker process
+    (tree / "mypkg" / "tool.sh").unlink()  # what systemd-tmpfiles does to old files
+
+    again = Path(ready_trees([descriptor])[shipment.sha256])
+
+    assert again == tree and (tree / "mypkg" / "tool.sh").exists()
+    assert [p.name for p in cache.iterdir() if "damaged" in p.name] == []
