@@ -319,10 +319,13 @@ def bootstrap(specs: list[dict[str, Any]], code: list[dict[str, Any]], package: 
     import importlib
     import sys
 
-    ready = ready_trees(code)
+    # Only the runtime here: this copy of the module is new at every bundle, while the
+    # runtime's own copy (which readies the user's code) lives as long as the worker.
+    runtime_items = [item for item in code if item.get("runtime")]
+    ready = ready_trees(runtime_items)
     if "code_missing" in ready:
         return ready
-    runtime = next(ready[item["sha256"]] for item in code if item.get("runtime"))
+    runtime = ready[runtime_items[0]["sha256"]]
     if runtime not in sys.path:
         sys.path.append(runtime)  # last: it holds only the runtime, never shadows user code
     worker = importlib.import_module(package + ".worker")
