@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -72,3 +73,30 @@ def alive(pids) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+@contextmanager
+def started_together(commands: Sequence[Sequence[str]]) -> Iterator[list[subprocess.Popen]]:
+    """Start processes that print "ready" and wait for a "go" line; release them at once.
+
+    Whatever is still running when the block ends is killed.
+    """
+    children = [
+        subprocess.Popen(
+            list(map(str, argv)), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for argv in commands
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline() == "ready\n", child.stderr.read()
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        yield children
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()

@@ -6,13 +6,12 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import run_pilot
+from helpers import run_pilot, started_together
 from seed import seed_run
 
 from executor.errors import StoreError
@@ -57,20 +56,9 @@ def test_eight_writers_lose_no_row_and_readers_see_consistent_snapshots(tmp_path
     db = tmp_path / "monitoring.db"
     Store(db).close()
     owners = [f"user{i}" for i in range(WRITERS)]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(db), owner, str(UPDATES), str(BATCH)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for owner in owners
-    ]
+    commands = [[sys.executable, "-c", _WRITER, db, owner, UPDATES, BATCH] for owner in owners]
     snapshots = 0
-    try:
-        for child in children:
-            assert child.stdout.readline() == "ready\n", child.stderr.read()
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
+    with started_together(commands) as children:
         started = time.monotonic()
         last: dict[str, int] = {}
         with Store(db, readonly=True) as reader:
@@ -105,11 +93,6 @@ def test_eight_writers_lose_no_row_and_readers_see_consistent_snapshots(tmp_path
                     last[row["run_id"]] = row["done"]
         results = [child.communicate(timeout=300) for child in children]
         elapsed = time.monotonic() - started
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-            child.communicate()
     for child, (out, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
         assert out == "done\n" and "Traceback" not in err

@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import started_together
 
 from executor.errors import RunStateError
 from executor.states import JOB_STATES, JobState, RunState
@@ -518,29 +519,10 @@ def test_concurrent_processes_lose_no_row(db_path: Path, tmp_path: Path) -> None
     writers = ["p-1", "p-2", "p-3"]
     with Store(db_path) as store:
         _new_run(store, tmp_path, [(w, "w") for w in writers])
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(db_path), job, str(FLUSHES)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for job in writers
-    ]
-    try:
-        # Start all writers together: each has opened its Store and waits for "go".
-        for child in children:
-            assert child.stdout.readline() == "ready\n", child.stderr.read()
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
+    # Start all writers together: each has opened its Store and waits for "go".
+    commands = [[sys.executable, "-c", _WRITER, db_path, job, FLUSHES] for job in writers]
+    with started_together(commands) as children:
         results = [child.communicate(timeout=240) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
     for child, (out, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
         assert out == "done\n"
@@ -560,28 +542,8 @@ print(version, flush=True)
 
 
 def test_processes_creating_one_new_database_at_once(db_path: Path) -> None:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _OPENER, str(db_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    try:
-        for child in children:
-            assert child.stdout.readline() == "ready\n", child.stderr.read()
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
+    with started_together([[sys.executable, "-c", _OPENER, db_path]] * 4) as children:
         results = [child.communicate(timeout=120) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
     for child, (out, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
         assert out == f"{len(MIGRATIONS)}\n"
