@@ -63,13 +63,14 @@ class CodeDelivery:
         max_payload: int | None = None,
     ):
         room = int(max_payload * (1 - PAYLOAD_HEADROOM)) if max_payload else None
-        self.max_payload = max_payload
         self.shared = shared_filesystem
         self._parcels = [
             _Parcel(shipment, runtime, max(1, min(shipment.size, room or shipment.size)))
             for shipment, runtime in shipments
         ]
         self._room = room
+        # What every bundle carries once its node has the bytes: the same for all of them.
+        self._descriptors = [self._descriptor(parcel) for parcel in self._parcels]
         self._sent_first: set[str] = set()  # pools whose first bundle carried the bytes
         self._bytes: dict[str, bytes] = {}
 
@@ -80,7 +81,7 @@ class CodeDelivery:
     def payload(self, pool: str) -> list[dict[str, Any]]:
         """What a new bundle for ``pool`` carries: descriptors, with bytes for a pool's first."""
         if self.shared or pool in self._sent_first:
-            return [self._descriptor(parcel) for parcel in self._parcels]
+            return self._descriptors
         self._sent_first.add(pool)
         wanted: dict[str, list[int]] = {parcel.shipment.sha256: [] for parcel in self._parcels}
         return self.for_missing(wanted)

@@ -66,8 +66,6 @@ class Driver:
         The store writer for this run.
     attempts_so_far
         Attempts each job already had (a restart continues the numbering).
-    succeeded
-        Jobs that already succeeded (a restart); they never run again.
     done_per_label
         Succeeded jobs per label that are not in ``graph`` (a restart rebuilds only
         the unfinished part), for the progress counts.
@@ -85,7 +83,6 @@ class Driver:
         recorder: RunRecorder,
         *,
         attempts_so_far: dict[str, int] | None = None,
-        succeeded: set[str] | frozenset[str] = frozenset(),
         on_progress: Progress | None = None,
         estimates: dict[str, float] | None = None,
         done_per_label: dict[str, int] | None = None,
@@ -95,7 +92,7 @@ class Driver:
         self.site = site
         self.context = context
         self.recorder = recorder
-        self.schedule = Schedule(graph, succeeded=succeeded)
+        self.schedule = Schedule(graph)
         self.on_progress = on_progress
         self._attempts = dict(attempts_so_far or {})
         self._retry: dict[str, RetryState] = {}
@@ -316,7 +313,8 @@ class Driver:
             self._record(name, JobState.RUNNING, attempts=attempt)
             memory = self._memory(name) or pool.memory
             self.recorder.attempt_submitted(name, attempt, now, pool=pool.name, memory=memory)
-            specs.append(job_spec(self.graph[name], self.context, attempt, memory, self.site))
+            job = self.graph[name]
+            specs.append(job_spec(job, self.context, attempt, memory, self.site.memory_tolerance))
         self._bundles[bundle_id] = (pool.name, members, specs)
         self._load[pool.name] += 1
         code = self._delivery.payload(pool.name) if self._delivery else None
@@ -378,14 +376,13 @@ class Driver:
         """Record each job of a finished bundle on its own."""
         if bundle_id not in self._bundles:
             return  # already given up on during a cancel
-        outcomes = outcomes_of(future, len(self._bundles[bundle_id][1]))
+        pool, members, _ = self._bundles[bundle_id]
+        outcomes = outcomes_of(future, len(members))
         if isinstance(outcomes, dict):  # the node lacks shipped code: send it, same attempts
             if self._resend_for_code(bundle_id, outcomes["code_missing"]):
                 return
-            outcomes = [code_never_arrived(outcomes["code_missing"])] * len(
-                self._bundles[bundle_id][1]
-            )
-        pool, members, _ = self._bundles.pop(bundle_id)
+            outcomes = [code_never_arrived(outcomes["code_missing"]) for _ in members]
+        del self._bundles[bundle_id]
         self._resends.pop(bundle_id, None)
         self._load[pool] -= 1
         for (name, attempt), outcome in zip(members, outcomes, strict=True):

@@ -34,7 +34,7 @@ class RunContext:
 
 
 def job_spec(
-    job: Job, context: RunContext, attempt: int, memory: int | None, site: Any
+    job: Job, context: RunContext, attempt: int, memory: int | None, memory_tolerance: float
 ) -> dict[str, Any]:
     """What :func:`executor.worker.run_job` needs to run one attempt of ``job``."""
     stdout, stderr = context.log_paths(job.name, attempt)
@@ -56,7 +56,7 @@ def job_spec(
         "stderr": stderr,
         "cancel_path": str(context.cancel_marker),
         "memory": memory,
-        "memory_tolerance": site.memory_tolerance,
+        "memory_tolerance": memory_tolerance,
         # No memory limit asked: a function can run inside the worker, without a fork.
         "in_process": job.kind == "function" and job.memory is None,
     }

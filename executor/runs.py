@@ -223,7 +223,6 @@ def drive(
     site: SiteConfig,
     context: RunContext,
     *,
-    succeeded: frozenset[str] = frozenset(),
     done_per_label: dict[str, int] | None = None,
     attempts: dict[str, int] | None = None,
     on_progress: Progress | None = None,
@@ -234,7 +233,7 @@ def drive(
     recorder = RunRecorder(store, context.run_id)
     driver = Driver(
         graph, site, context, recorder,
-        succeeded=succeeded, attempts_so_far=attempts, on_progress=on_progress,
+        attempts_so_far=attempts, on_progress=on_progress,
         done_per_label=done_per_label, session=session,
     )  # fmt: skip
     with driver.signals_cancel():

@@ -27,6 +27,7 @@ RUNTIME_MODULES = ("codecache.py", "inprocess.py", "worker.py")
 BOOTSTRAP = "exec(source, space) or space['bootstrap'](specs, code, package)"
 
 
+@functools.cache
 def _sources() -> dict[str, bytes]:
     package = resources.files("executor")
     return {name: package.joinpath(name).read_bytes() for name in RUNTIME_MODULES}

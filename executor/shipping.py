@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
@@ -278,18 +279,7 @@ def write_tarball(entries: Sequence[Entry], handle: Any) -> None:
                 with open(entry.source, "rb") as content:
                     data = content.read()
                 info.size = len(data)  # as read, even if the file changed since collect()
-                archive.addfile(info, _Bytes(data))
-
-
-class _Bytes:
-    def __init__(self, data: bytes):
-        self._data, self._offset = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._offset + size
-        chunk = self._data[self._offset : end]
-        self._offset += len(chunk)
-        return chunk
+                archive.addfile(info, io.BytesIO(data))
 
 
 def build(sources: Sequence[Path], into: Path, *, limit: int = DEFAULT_LIMIT_BYTES) -> Shipment:
