@@ -22,6 +22,7 @@ from typing import Any
 from executor.delivery import code_never_arrived, plan_delivery
 from executor.errors import SiteError
 from executor.graph import JobGraph
+from executor.outcome_log import OutcomeReader
 from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
 from executor.parsl_processes import (
     ParslSession,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 8.0
 # How long Parsl's own shutdown may take before the driver kills its processes itself.
 PARSL_SHUTDOWN_SECONDS = 30.0
+# How often, while bundles run, the driver reads the jobs that finished inside them.
+OUTCOME_POLL_SECONDS = 0.5
 
 
 Progress = Callable[[dict[str, dict[str, int]]], None]
@@ -109,6 +112,11 @@ class Driver:
             target_seconds=site.packing_target, max_jobs=site.packing_max_jobs
         )
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        # Jobs that finished inside bundles still running (on a shared filesystem). What a
+        # previous driver of this run left there was read by the restart: skip it.
+        self._outcomes = OutcomeReader(context.run_dir) if site.shared_filesystem else None
+        if self._outcomes is not None:
+            self._outcomes.read_new()
         self._cancel = threading.Event()
         self._abort: str | None = None  # why the run is being aborted (abort_on_exit)
         # Each pool is handed at most twice as many bundles as it has worker slots, so
@@ -207,7 +215,7 @@ class Driver:
             self._scale()
             if self._pilots is not None:
                 self._pilots.poll()
-            self._collect(timeout=HEARTBEAT_INTERVAL)
+            self._collect(timeout=OUTCOME_POLL_SECONDS if self._bundles else HEARTBEAT_INTERVAL)
             self._commit()
             if self.context.cancel_marker.exists():  # `pilot cancel` from another host
                 self.request_cancel()
@@ -314,7 +322,10 @@ class Driver:
             memory = self._memory(name) or pool.memory
             self.recorder.attempt_submitted(name, attempt, now, pool=pool.name, memory=memory)
             job = self.graph[name]
-            specs.append(job_spec(job, self.context, attempt, memory, self.site.memory_tolerance))
+            specs.append(job_spec(
+                job, self.context, attempt, memory, self.site.memory_tolerance,
+                shared_filesystem=self.site.shared_filesystem,
+            ))  # fmt: skip
         self._bundles[bundle_id] = (pool.name, members, specs)
         self._load[pool.name] += 1
         code = self._delivery.payload(pool.name) if self._delivery else None
@@ -359,18 +370,33 @@ class Driver:
                     executor.scale_out_facade(wanted)
 
     def _collect(self, timeout: float) -> None:
-        """Wait for at least one outcome (or a wake-up), then take all that are waiting."""
+        """Wait for a finished bundle (or a wake-up, or ``timeout``), then settle every job
+        that finished since: those of finished bundles and those recorded inside running ones.
+        """
+        finished = []
         try:
             item = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while item is not None or not self._done.empty():
-            if item is not None:
-                self._settle(*item)
-            try:
+            while True:
+                if item is not None:
+                    finished.append(item)
                 item = self._done.get_nowait()
-            except queue.Empty:
-                break
+        except queue.Empty:
+            pass
+        # Read after taking the bundles: a worker records each job before its bundle
+        # returns (or its pilot is lost), so a bundle-level failure never hides a job's
+        # own outcome.
+        if self._outcomes is not None:
+            for record in self._outcomes.read_new():
+                self._settle_recorded(record)
+        for bundle_id, future in finished:
+            self._settle(bundle_id, future)
+
+    def _settle_recorded(self, record: dict[str, Any]) -> None:
+        """Settle a job that finished inside a bundle that is still running."""
+        name, attempt = record["job"], record["attempt"]
+        if self._in_flight.get(name, (None,))[0] == attempt:
+            del self._in_flight[name]
+            self._settle_job(name, attempt, record)
 
     def _settle(self, bundle_id: int, future: Any) -> None:
         """Record each job of a finished bundle on its own."""

@@ -9,6 +9,7 @@
     ├── StoreError              monitoring.db cannot be read or written
     ├── RunNotFound             no run with that id in the database  (also a StoreError)
     ├── RunStateError           the run is in a state that forbids the action
+    ├── RunFailed               a run was under way when its site failed (exit 1, not 2)
     └── ShippingError           the workflow's `code:` cannot be shipped (names the path)
 
 Exceptions from Parsl, sqlite3 and YAML are converted to these at the boundary
@@ -56,6 +57,19 @@ class RunNotFound(StoreError):
 
 class RunStateError(PilotError):
     """The run's state does not allow the requested action (e.g. restarting a live run)."""
+
+
+class RunFailed(PilotError):
+    """A run started, then its site failed under it: the run is recorded as failed.
+
+    Not bad input: ``pilot submit`` and ``pilot restart`` exit 1, as for failed jobs.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, run_id: str):
+        self.run_id = run_id
+        super().__init__(message)
 
 
 class ShippingError(PilotError):

@@ -30,12 +30,17 @@ def run_function_here(
     spec: dict[str, Any], environment: dict[str, str], result_path: str
 ) -> dict[str, Any]:
     """Call ``spec["function"]``; return the same outcome fields as a subprocess run."""
+    # The log files first: if they cannot be opened, nothing of the worker has changed.
+    out = os.open(spec["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        err = os.open(spec["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    except BaseException:
+        os.close(out)
+        raise
     saved = _Saved.take()
     modules_before = set(sys.modules)
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     outcome: dict[str, Any] = {"exit_code": None, "signal": None, "peak_rss_mb": None}
-    out = os.open(spec["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    err = os.open(spec["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         _redirect(out, err)
         _set_environ(environment)

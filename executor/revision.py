@@ -9,6 +9,7 @@ jobs that did not change keep their results. The run keeps its working directory
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,7 +47,10 @@ def jobs_to_rerun(old: Mapping[str, Any], new: JobGraph) -> tuple[set[str], set[
 def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
     """Replace a run's workflow with ``workflow`` and reset what must run again.
 
-    The previous copy stays in the run directory as ``workflow.<n>.json``.
+    The revised copy is written in full as a new file, ``workflow.<n>.json``, and the
+    run is switched to it in the same transaction that resets its jobs: a crash at any
+    point leaves the run with its old workflow and jobs, or the new ones, never a mix.
+    Earlier copies stay in the run directory.
     """
     from executor.sites.base import SiteConfig
 
@@ -65,9 +69,7 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
     data = graph_to_dict(new)
     data["workdir"] = run["workdir"]  # the run keeps where its jobs run
     text = saved_text(data)
-    number = 1 + sum(1 for _ in run_dir.glob("workflow.*.json"))
-    copy.rename(run_dir / f"workflow.{number}.json")
-    copy.write_text(text)
+    revised = _write_revision(run_dir, text)
     now = time.time()
     rows = [(position, job.label, job.describe(), run["id"], job.name)
             for position, job in enumerate(new)]  # fmt: skip
@@ -92,9 +94,10 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
             [(JobState.PENDING.value, now, run["id"], name) for name in rerun],
         )
         conn.execute(
-            "UPDATE runs SET n_jobs = ?, workflow_hash = ?, workflow_source = ? WHERE id = ?",
+            "UPDATE runs SET n_jobs = ?, workflow_hash = ?, workflow_source = ?, "
+            "workflow_copy = ? WHERE id = ?",
             (len(new), hashlib.sha256(text.encode()).hexdigest(), str(workflow.resolve()),
-             run["id"]),
+             str(revised), run["id"]),
         )  # fmt: skip
         conn.execute(
             "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
@@ -105,3 +108,20 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
 
     store.write(write)
     return rerun
+
+
+def _write_revision(run_dir: Path, text: str) -> Path:
+    """Write ``text`` as the next ``workflow.<n>.json``, complete on disk before it is used."""
+    numbers = [
+        int(path.name.split(".")[1])
+        for path in run_dir.glob("workflow.*.json")
+        if path.name.split(".")[1].isdigit()
+    ]
+    target = run_dir / f"workflow.{max(numbers, default=0) + 1}.json"
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    return target

@@ -34,9 +34,19 @@ class RunContext:
 
 
 def job_spec(
-    job: Job, context: RunContext, attempt: int, memory: int | None, memory_tolerance: float
+    job: Job,
+    context: RunContext,
+    attempt: int,
+    memory: int | None,
+    memory_tolerance: float,
+    *,
+    shared_filesystem: bool = True,
 ) -> dict[str, Any]:
-    """What :func:`executor.worker.run_job` needs to run one attempt of ``job``."""
+    """What :func:`executor.worker.run_job` needs to run one attempt of ``job``.
+
+    On a shared filesystem the worker also appends the attempt's outcome to the run
+    directory as soon as it ends (:mod:`executor.outcome_log`).
+    """
     stdout, stderr = context.log_paths(job.name, attempt)
     return {
         "run_id": context.run_id,
@@ -59,4 +69,5 @@ def job_spec(
         "memory_tolerance": memory_tolerance,
         # No memory limit asked: a function can run inside the worker, without a fork.
         "in_process": job.kind == "function" and job.memory is None,
+        "outcome_log": str(context.run_dir) if shared_filesystem else None,
     }

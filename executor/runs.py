@@ -11,20 +11,20 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from executor import shipping
+from executor import outcome_log, shipping
 from executor._version import __version__
 from executor.driver import Driver, Progress, RunContext, pid_start_time
-from executor.errors import RunStateError
+from executor.errors import RunFailed, RunStateError, SiteError, StoreError
 from executor.formats.native import graph_from_saved, graph_to_dict
 from executor.formats.saved import read_saved, saved_text
 from executor.graph import JobGraph
@@ -36,7 +36,15 @@ from executor.sites.base import SiteConfig
 from executor.states import RunState
 from executor.store import Locations, Store, locate
 from executor.store.queries import driver_alive, get_run
-from executor.store.recorder import RunRecorder, claim_for_restart, create_run
+from executor.store.recorder import (
+    RunRecorder,
+    abandon_unfinished,
+    claim_for_restart,
+    create_run,
+    recover_outcomes,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -162,6 +170,7 @@ def resume_run(
             "is alive; wait for it to end or `pilot cancel` it first"
         )
     clean_up_after_dead_driver(store, run)
+    recover_finished_jobs(store, run)
     if workflow is not None:
         from executor.revision import revise_run
 
@@ -176,6 +185,17 @@ def resume_run(
             session.stop()
         raise
     return replace(resumed, session=session)
+
+
+def recover_finished_jobs(store: Store, run: dict[str, Any]) -> int:
+    """Record what the run's workers finished that its dead driver never recorded.
+
+    Call only once nothing of the old driver runs any more (after
+    :func:`executor.detach.clean_up_after_dead_driver`). Returns how many jobs turned
+    out to have succeeded.
+    """
+    records = outcome_log.read_all(run["run_dir"])
+    return recover_outcomes(store, run["id"], records)
 
 
 def start_parsl_for(store: Store, run_id: str) -> ParslSession:
@@ -226,10 +246,13 @@ def drive(
     done_per_label: dict[str, int] | None = None,
     attempts: dict[str, int] | None = None,
     on_progress: Progress | None = None,
-    on_start: Callable[[Driver], None] | None = None,
     session: ParslSession | None = None,
 ) -> RunState:
-    """Run until every job is final or the run is cancelled; return the final state."""
+    """Run until every job is final or the run is cancelled; return the final state.
+
+    Raises :class:`RunFailed` when the site fails in the middle of the run (the run is
+    recorded as failed; ``pilot restart`` continues it).
+    """
     recorder = RunRecorder(store, context.run_id)
     driver = Driver(
         graph, site, context, recorder,
@@ -239,21 +262,37 @@ def drive(
     with driver.signals_cancel():
         try:
             with driver:
-                if on_start is not None:
-                    on_start(driver)
                 state = driver.run()
         except BaseException as exc:
-            # Never leave the run "running" with no driver: say why it stopped.
-            if isinstance(exc, KeyboardInterrupt):
-                recorder.run_state(RunState.CANCELLED, message="interrupted")
-            else:
-                recorder.run_state(RunState.FAILED, message=f"driver error: {exc}")
+            # Never leave the run, its jobs or their attempts "running" with no driver.
+            # Parsl has stopped (leaving `with driver`): what the workers finished is final.
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            final = RunState.CANCELLED if interrupted else RunState.FAILED
+            message = "interrupted" if interrupted else f"driver error: {exc}"
+            _close_abandoned(store, recorder, final, message)
+            if isinstance(exc, SiteError):
+                raise RunFailed(
+                    f"run {context.run_id} failed: {exc}", run_id=context.run_id
+                ) from exc
             raise
     from executor.report.html import write_final_report
 
     # After Parsl has stopped; never raises, so the report cannot change the outcome.
     write_final_report(store, context.run_id, context.run_dir / "report.html")
     return state
+
+
+def _close_abandoned(store: Store, recorder: RunRecorder, final: RunState, message: str) -> None:
+    """Record what a driver that stopped on an error knew, then end its run as ``final``."""
+    try:
+        recorder.flush()
+    except StoreError:  # the very write that failed: its outcomes are in the outcome log
+        recorder.discard_pending()
+    try:
+        recover_finished_jobs(store, get_run(store, recorder.run_id))
+        abandon_unfinished(store, recorder.run_id, final, message)
+    except StoreError:  # the store itself is failing: the original error says more
+        logger.exception("could not record how run %s ended", recorder.run_id)
 
 
 @dataclass(frozen=True)
@@ -297,13 +336,15 @@ def run(
 def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
     """Cancel a run started anywhere; return its state afterwards.
 
-    A live driver is asked to stop (SIGTERM on this host; the run's cancel marker on
-    another) and given ``wait`` seconds to record the cancel. For a run whose driver
-    is gone, what it left running is stopped and the run is marked cancelled.
-    """
-    import signal
+    A live driver is asked to stop (SIGTERM on this host, and the run's cancel marker,
+    which a driver on another host reads) and given ``wait`` seconds to record the
+    cancel. For a run whose driver is gone, what it left running is stopped, the jobs
+    its workers finished are recorded, and the rest is marked cancelled.
 
-    from executor.store.queries import driver_alive, effective_state
+    Raises :class:`RunStateError` when the run's driver can be reached neither way
+    (another user's run in a shared database).
+    """
+    from executor.store.queries import effective_state
 
     run = get_run(store, run_id)
     if run["state"] != RunState.RUNNING.value:
@@ -314,12 +355,7 @@ def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
 
         cancel_driver_job(store, run)
     elif driver_alive(run):
-        (Path(run["run_dir"]) / "cancel").touch()
-        if run["host"] == socket.gethostname():
-            try:
-                os.kill(run["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _ask_driver_to_stop(run)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             state = effective_state(get_run(store, run["id"]))
@@ -330,18 +366,32 @@ def cancel(store: Store, run_id: str, *, wait: float = 30.0) -> str:
     from executor.detach import clean_up_after_dead_driver
 
     clean_up_after_dead_driver(store, run)
-    now = time.time()
-
-    def write(conn) -> None:
-        conn.execute(
-            "UPDATE jobs SET state = 'cancelled', updated = ? WHERE run_id = ? "
-            "AND state IN ('pending', 'ready', 'running')",
-            (now, run["id"]),
-        )
-        conn.execute(
-            "UPDATE runs SET state = 'cancelled', ended = ?, message = ? WHERE id = ?",
-            (now, "cancelled after its driver was lost", run["id"]),
-        )
-
-    store.write(write)
+    recover_finished_jobs(store, run)
+    abandon_unfinished(store, run["id"], RunState.CANCELLED, "cancelled after its driver was lost")
     return RunState.CANCELLED.value
+
+
+def _ask_driver_to_stop(run: dict[str, Any]) -> None:
+    """Write the run's cancel marker and, on the driver's host, send it SIGTERM."""
+    import signal
+
+    reached = []
+    try:
+        (Path(run["run_dir"]) / "cancel").touch()
+        reached.append("marker")
+    except OSError:  # another user's run directory, or not mounted here
+        pass
+    if run["host"] == socket.gethostname():
+        try:
+            os.kill(run["pid"], signal.SIGTERM)
+            reached.append("signal")
+        except ProcessLookupError:
+            reached.append("signal")  # it just ended: the wait sees how
+        except PermissionError:
+            pass
+    if not reached:
+        raise RunStateError(
+            f"cannot cancel run {run['id']}: its driver (pid {run['pid']} on {run['host']}) "
+            f"belongs to {run['owner']!r}, and you may neither signal it nor write its run "
+            f"directory {run['run_dir']}; ask {run['owner']} to run `pilot cancel {run['id']}`"
+        )

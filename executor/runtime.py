@@ -5,8 +5,9 @@ software. With a site's ``ship_runtime: true``, each bundle is sent as a call of
 built-in :func:`eval` (present on every Python, so nothing of pilot is pickled by
 reference) whose arguments hold the source of :mod:`executor.codecache`, the
 bundle, and the code descriptors. On the worker, that source unpacks the runtime
-tarball (``worker.py``, ``inprocess.py``, ``codecache.py`` in a package named by
-their hash, so two versions never collide in a long-lived worker) from the node's
+tarball (``worker.py``, ``inprocess.py``, ``codecache.py``, ``outcome_log.py`` in a
+package named by their hash, so two versions never collide in a long-lived worker)
+from the node's
 cache, and the runtime runs the bundle as usual.
 """
 
@@ -22,7 +23,7 @@ from executor import shipping
 from executor.shipping import Shipment
 
 # The modules a worker needs, all standard-library only.
-RUNTIME_MODULES = ("codecache.py", "inprocess.py", "worker.py")
+RUNTIME_MODULES = ("codecache.py", "inprocess.py", "outcome_log.py", "worker.py")
 # What each bundle evaluates on the worker (see codecache.bootstrap).
 BOOTSTRAP = "exec(source, space) or space['bootstrap'](specs, code, package)"
 

@@ -72,6 +72,9 @@ class FailureClass(str, Enum):
     CANCELLED = "cancelled"
     # The shipped code could not be verified or unpacked on the worker's node.
     CODE_UNAVAILABLE = "code_unavailable"
+    # pilot's own worker code failed on this job (a bug to report, with its traceback):
+    # counted against the job's retries, so a fault that repeats cannot loop forever.
+    WORKER_ERROR = "worker_error"
 
     def __str__(self) -> str:
         return self.value

@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Any
 
+from . import outcome_log
+
 # How long a job may take to exit after SIGTERM before it gets SIGKILL.
 KILL_GRACE_SECONDS = 2.0
 # The longest pause between checks of walltime and the cancel marker.
@@ -106,6 +108,15 @@ def _environment(spec: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL``; ``SIGRTMIN+6`` for a real-time signal, which has no name of its own."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
+        return f"SIGRTMIN+{number - low}" if low <= number <= high else f"signal {number}"
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -139,16 +150,36 @@ def run_bundle(
         trees = [ready[item["sha256"]] for item in code if not item.get("runtime")]
     outcomes = []
     for spec in specs:
-        cancel_path = spec.get("cancel_path")
-        if cancel_path and os.path.exists(cancel_path):
-            outcomes.append({
-                "state": "failed", "failure_class": "cancelled", "start": None,
-                "end": time.time(), "exit_code": None, "signal": None,
-                "message": "the run was cancelled before this job started",
-            })  # fmt: skip
-            continue
-        outcomes.append(run_job({**spec, "code": trees} if trees else spec))
+        outcome = _run_one(spec, trees)
+        outcomes.append(outcome)
+        if spec.get("outcome_log"):
+            outcome_log.append(
+                spec["outcome_log"], {"job": spec["job"], "attempt": spec["attempt"], **outcome}
+            )
     return outcomes
+
+
+def _run_one(spec: dict[str, Any], trees: list[str]) -> dict[str, Any]:
+    """One job's outcome, whatever happens: nothing one job does reaches its bundle-mates."""
+    cancel_path = spec.get("cancel_path")
+    if cancel_path and os.path.exists(cancel_path):
+        return {
+            "state": "failed", "failure_class": "cancelled", "start": None,
+            "end": time.time(), "exit_code": None, "signal": None,
+            "message": "the run was cancelled before this job started",
+        }  # fmt: skip
+    try:
+        return run_job({**spec, "code": trees} if trees else spec)
+    except Exception:  # a fault of this runtime (or its node) with this job, not the job's own
+        import traceback
+
+        return {
+            "state": "failed", "failure_class": "worker_error", "start": None,
+            "end": time.time(), "exit_code": None, "signal": None,
+            "host": socket.gethostname(), "block_id": os.environ.get("PARSL_WORKER_BLOCK_ID"),
+            "message": "pilot's worker failed running this job (please report it):\n"
+            + traceback.format_exc(limit=8),
+        }  # fmt: skip
 
 
 def _code_failure(exc: BaseException) -> dict[str, Any]:
@@ -264,7 +295,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         outcome.update(
             state="failed",
             failure_class="signal",
-            message=f"killed by signal {signal.Signals(-code).name}",
+            message=f"killed by signal {signal_name(-code)}",
         )
     else:
         outcome.update(state="failed", failure_class="exit_code", message=f"exit code {code}")

@@ -1,8 +1,8 @@
 """The ``pilot`` command: a thin click layer that parses, calls the library, and renders.
 
 Library errors become exit code 2 with a one-paragraph message in one place
-(:class:`PilotGroup`); job outcomes map to exit codes 0 (all succeeded), 1 (some
-failed) and 130 (cancelled).
+(:class:`PilotGroup`), except a site that fails under a running run (exit 1); job
+outcomes map to exit codes 0 (all succeeded), 1 (some failed) and 130 (cancelled).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from executor._version import __version__
-from executor.errors import GraphError, PilotError
+from executor.errors import GraphError, PilotError, RunFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -24,12 +24,22 @@ class BadInput(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+class RunFailedExit(click.ClickException):
+    exit_code = EXIT_FAILED
+
+
 class PilotGroup(click.Group):
-    """Converts library errors to clean messages and exit code 2."""
+    """Converts library errors to clean messages: exit code 2 for bad input, 1 for a run
+    whose site failed under it."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except RunFailed as exc:
+            raise RunFailedExit(
+                f"{exc}\nsee `pilot report {exc.run_id}`; once the site works again, "
+                f"`pilot restart {exc.run_id}` continues the run"
+            ) from exc
         except GraphError as exc:
             lines = [str(exc)]
             if exc.problems != [str(exc)]:

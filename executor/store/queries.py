@@ -53,18 +53,33 @@ def effective_state(run: dict[str, Any]) -> str:
 
 
 def get_run(store: Store, run_id: str) -> dict[str, Any]:
+    """The run with this id, or the only run whose id starts with it.
+
+    A prefix that several runs share is an error that lists them: ``cancel`` and
+    ``restart`` must never act on a run the user did not mean.
+    """
     rows = store.query("SELECT * FROM runs WHERE id = ?", [run_id])
-    if not rows:
-        matches = store.query(
-            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC LIMIT 2", [f"%{run_id}%"]
-        )
-        if len(matches) == 1:
-            return get_run(store, matches[0]["id"])
+    if rows:
+        return rows[0]
+    # Escaped for LIKE, so '_' and '%' in what the user typed match only themselves.
+    pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    matches = store.query(
+        "SELECT id, name, state FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created DESC "
+        "LIMIT 11",
+        [pattern],
+    )
+    if len(matches) == 1:
+        return get_run(store, matches[0]["id"])
+    if matches:
+        listed = "\n".join(f"  {m['id']}  {m['name']}  {m['state']}" for m in matches[:10])
+        more = "\n  ..." if len(matches) > 10 else ""
         raise RunNotFound(
-            f"no run {run_id!r} in {store.path}; `pilot status` lists the runs there "
-            "(use --db or PILOT_DB for another database)"
+            f"{run_id!r} is the start of several run ids; give more of it:\n{listed}{more}"
         )
-    return rows[0]
+    raise RunNotFound(
+        f"no run {run_id!r} in {store.path}; `pilot status` lists the runs there "
+        "(use --db or PILOT_DB for another database)"
+    )
 
 
 def runs_query(

@@ -62,6 +62,10 @@ class RunRecorder:
         row.update(run_id=self.run_id, job=job, attempt=attempt)
         self._finished_attempts.append(row)
 
+    def discard_pending(self) -> None:
+        """Forget queued changes (a driver that failed: its store records the outcome)."""
+        self._jobs, self._events, self._new_attempts, self._finished_attempts = {}, [], [], []
+
     @property
     def pending(self) -> bool:
         return bool(self._jobs or self._events or self._new_attempts or self._finished_attempts)
@@ -205,3 +209,91 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
         return names
 
     return store.write(write)
+
+
+def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, Any]]) -> int:
+    """Record the attempts a dead driver never heard of, from the workers' outcome log.
+
+    A worker writes each job's outcome to the run directory as the job ends
+    (:mod:`executor.outcome_log`); a driver killed before it read them, or before it
+    committed the attempt at all, loses nothing: a succeeded job becomes succeeded
+    here and is never run again. Only attempts the store does not know as finished
+    are touched. Returns how many jobs this marked succeeded.
+    """
+    records = list(records)
+    if not records:
+        return 0
+    assignments = ", ".join(f"{key} = :{key}" for key in _ATTEMPT_FIELDS)
+    now = time.time()
+
+    def write(conn) -> int:
+        known = {
+            name: state
+            for name, state in conn.execute(
+                "SELECT name, state FROM jobs WHERE run_id = ?", (run_id,)
+            )
+        }
+        succeeded = 0
+        for record in records:
+            job, attempt = record["job"], record["attempt"]
+            if job not in known:
+                continue
+            row = {key: record.get(key) for key in _ATTEMPT_FIELDS}
+            row.update(run_id=run_id, job=job, attempt=attempt)
+            # The driver may have died before committing the attempt it had submitted.
+            conn.execute(
+                "INSERT OR IGNORE INTO attempts (run_id, job, attempt, state, submitted) "
+                "VALUES (?, ?, ?, 'running', ?)",
+                (run_id, job, attempt, record.get("start") or now),
+            )
+            changed = conn.execute(
+                f"UPDATE attempts SET {assignments} WHERE run_id = :run_id AND job = :job "
+                "AND attempt = :attempt AND state = 'running'",
+                row,
+            ).rowcount
+            if not changed or record.get("state") != JobState.SUCCEEDED.value:
+                continue
+            if known[job] == JobState.SUCCEEDED.value:
+                continue
+            conn.execute(
+                "UPDATE jobs SET state = ?, attempts = max(attempts, ?), updated = ? "
+                "WHERE run_id = ? AND name = ?",
+                (JobState.SUCCEEDED.value, attempt, now, run_id, job),
+            )
+            conn.execute(
+                "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, ?, ?, ?)",
+                (run_id, now, job, JobState.SUCCEEDED.value, "recovered from the outcome log"),
+            )
+            known[job] = JobState.SUCCEEDED.value
+            succeeded += 1
+        return succeeded
+
+    return store.write(write)
+
+
+def abandon_unfinished(store: Store, run_id: str, state: RunState, message: str) -> None:
+    """End a run that no driver drives any more (cancelled, or failed on a driver error).
+
+    Its unfinished jobs become cancelled (a restart runs them) and attempts that never
+    reported back are closed, so nothing stays "running" without a driver.
+    """
+    now = time.time()
+
+    def write(conn) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = 'cancelled', updated = ? WHERE run_id = ? "
+            "AND state IN ('pending', 'ready', 'running')",
+            (now, run_id),
+        )
+        conn.execute(
+            "UPDATE attempts SET state = 'failed', failure_class = 'cancelled', message = ?, "
+            "end = coalesce(end, ?) WHERE run_id = ? AND state = 'running'",
+            (f"{message}; this attempt never reported back", now, run_id),
+        )
+        conn.execute(
+            "UPDATE runs SET state = ?, ended = ?, message = ? WHERE id = ?",
+            (state.value, now, message, run_id),
+        )
+        conn.execute(_RUN_EVENT, (run_id, now, state.value, message))
+
+    store.write(write)
