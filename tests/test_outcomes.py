@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -167,9 +166,7 @@ def test_recovery_marks_recorded_successes_succeeded_even_unseen_attempts(
     assert jobs["known"]["state"] == jobs["unseen"]["state"] == "succeeded"
     assert jobs["unseen"]["attempts"] == 1
     assert jobs["failed"]["state"] == "ready"  # a restart decides what runs again
-    attempts = {
-        r["job"]: r for r in store.query("SELECT * FROM attempts WHERE run_id = 'run-1'")
-    }
+    attempts = {r["job"]: r for r in store.query("SELECT * FROM attempts WHERE run_id = 'run-1'")}
     assert attempts["known"]["state"] == "succeeded" and attempts["known"]["host"] == "n1"
     assert attempts["failed"]["exit_code"] == 2
     # Applying the same records again changes nothing.
@@ -244,3 +241,45 @@ def test_a_run_id_prefix_must_be_unique(store: Store, tmp_path: Path) -> None:
         get_run(store, "bbbb")
     with pytest.raises(RunNotFound, match="no run"):
         get_run(store, "2026120_")  # LIKE wildcards in the input match only themselves
+
+
+# -- restart --workflow switches workflows atomically -------------------------------------
+def test_a_revision_that_cannot_be_recorded_leaves_the_run_as_it_was(
+    tmp_path: Path, pilot_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from executor.errors import StoreError
+    from executor.formats import load_workflow
+    from executor.revision import revise_run
+    from executor.runs import load_run, start_run
+    from executor.sites import get_site
+    from executor.store import locate
+
+    original = tmp_path / "workflow.yaml"
+    original.write_text(yaml.safe_dump({"name": "w", "jobs": [{"name": "a", "command": "true"}]}))
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump({"name": "w", "jobs": [
+        {"name": "a", "command": "true"}, {"name": "b", "command": "true", "after": ["a"]},
+    ]}))  # fmt: skip
+    locations = locate()
+    with Store(locations.db) as opened:
+        context = start_run(load_workflow(original), get_site(None), opened, locations)
+        run = get_run(opened, context.run_id)
+        saved = Path(run["workflow_copy"]).read_text()
+
+        def crash(operation):  # the machine goes down before the store commits
+            raise StoreError("simulated crash")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(opened, "write", crash)
+            with pytest.raises(StoreError):
+                revise_run(opened, run, edited)
+
+        # The run still reads as it was: its workflow copy and its jobs agree.
+        assert Path(get_run(opened, run["id"])["workflow_copy"]).read_text() == saved
+        assert set(load_run(opened, run["id"]).graph.names) == {"a"}
+        # And the revision, once it can be recorded, switches both together.
+        revise_run(opened, get_run(opened, run["id"]), edited)
+        assert set(load_run(opened, run["id"]).graph.names) == {"a", "b"}
+        assert Path(run["workflow_copy"]).read_text() == saved  # earlier copies stay
