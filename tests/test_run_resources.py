@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -61,6 +63,30 @@ def test_out_of_memory_is_killed_and_retried_with_more_memory_in_a_larger_pool(
     report = json.loads(run_pilot("report", run_id, "--json").stdout)
     assert report["usage"]["hog"]["attempts"] == 2
     assert report["usage"]["hog"]["peak_memory_mb"]["max"] >= 400
+    # The report shows the OOM kill the retry recovered from, in text, JSON and HTML.
+    assert report["failed"] == []
+    assert report["retries"]["labels"]["hog"] == {
+        "attempts": 2, "failed": 1, "by_class": {"out_of_memory": 1}, "recovered": 1,
+    }  # fmt: skip
+    [retried] = report["retries"]["jobs"]
+    [oom] = retried["failed_attempts"]
+    assert (retried["job"], retried["recovered"], oom["attempt"], oom["memory_mb"]) == (
+        "hog", True, 1, 150,
+    )  # fmt: skip
+    assert oom["failure_class"] == "out_of_memory" and oom["peak_rss_mb"] > 165
+    [group] = report["failure_groups"]
+    assert (group["failure_class"], group["count"], group["recovered_jobs"]) == (
+        "out_of_memory", 0, ["hog"],
+    )  # fmt: skip
+    text = run_pilot("report", run_id, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "hog: attempts: 2 (1 failed: 1 out_of_memory; recovered 1)" in text
+    assert "hog  label hog  succeeded on attempt 2 (recovered)" in text
+    assert re.search(r"attempt 1: out_of_memory, signal \d+ \(SIG\w+\), 150MB requested", text)
+    assert "out_of_memory: 1 job(s), 1 recovered: hog (recovered)" in text
+    html = (pilot_home / "runs" / run_id / "report.html").read_text()
+    assert "attempts: 2 (1 failed: 1 out_of_memory; recovered 1)" in html
+    assert "1 × out_of_memory</span> in label hog" in html
+    assert re.search(r"<td>hog</td>.*?<td class=\"n\">1</td><td>out_of_memory</td>", html)
 
 
 def test_jobs_go_to_the_smallest_pool_that_fits(tmp_path: Path, pilot_home: Path):

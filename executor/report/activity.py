@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from executor.report.data import tail
+from executor.report.failures import tail
+from executor.report.retries import recovered_by
 from executor.store import Store
 
 # Beyond this many attempts the timeline shows the first ones only, so that a report
@@ -213,12 +214,21 @@ def safe_log(path: str | None, run_dir: str | None) -> str | None:
 
 
 def failure_groups(
-    store: Store, run_id: str, *, tail_lines: int = 10, examples: int = 5
+    store: Store,
+    run_id: str,
+    *,
+    tail_lines: int = 10,
+    examples: int = 5,
+    retried: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Jobs that failed for good, grouped by cause (largest group first).
 
     Each group has its cause, label(s), count, a few job names and the stderr tail of
-    its first job: one failure mode read once, not a thousand times.
+    its first job: one failure mode read once, not a thousand times. With ``retried``
+    (the ``jobs`` of :func:`~executor.report.retries.retry_summary`), each group also
+    has ``recovered`` and a few ``recovered_jobs``: jobs that failed that way and then
+    succeeded. A cause only recovered from is a group with ``count`` 0 whose example is
+    its first failed attempt.
     """
     rows = store.query(
         "SELECT j.name, j.label, j.attempts, a.exit_code, a.signal, a.failure_class, "
@@ -228,18 +238,31 @@ def failure_groups(
         [run_id],
     )
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        cause = _cause(row)
-        key = (cause, row["label"])
+
+    def group_of(key: tuple[str, str], example: dict[str, Any]) -> dict[str, Any]:
         group = groups.get(key)
         if group is None:
-            stderr = safe_log(row["stderr"], row["run_dir"])
+            stderr = safe_log(example["stderr"], example["run_dir"])
             group = groups[key] = {
-                "cause": cause, "label": row["label"], "count": 0, "jobs": [],
-                "message": row["message"], "example": row["name"], "stderr": stderr,
-                "stderr_tail": tail(stderr, tail_lines),
+                "cause": key[0], "label": key[1], "count": 0, "jobs": [],
+                "message": example["message"], "example": example["name"], "stderr": stderr,
+                "stderr_tail": tail(stderr, tail_lines), "recovered": 0, "recovered_jobs": [],
             }  # fmt: skip
+        return group
+
+    for row in rows:
+        group = group_of((_cause(row), row["label"]), row)
         group["count"] += 1
         if len(group["jobs"]) < examples:
             group["jobs"].append(row["name"])
-    return sorted(groups.values(), key=lambda g: -g["count"])
+    recovered = recovered_by(retried or [], lambda a: (_cause(a), a["label"]))
+    run_dir = (
+        store.query("SELECT run_dir FROM runs WHERE id = ?", [run_id])[0]["run_dir"]
+        if recovered
+        else None
+    )
+    for key, attempts in recovered.items():
+        group = group_of(key, {**attempts[0], "name": attempts[0]["job"], "run_dir": run_dir})
+        group["recovered"] += len(attempts)
+        group["recovered_jobs"].extend(a["job"] for a in attempts[:examples])
+    return sorted(groups.values(), key=lambda g: (-g["count"], -g["recovered"]))

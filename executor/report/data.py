@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-from executor.report.failures import failure_groups, label_usage
+from executor.report.failures import failure_groups, label_usage, tail
+from executor.report.retries import retry_summary
 from executor.states import JOB_STATES
 from executor.store import Store
 from executor.store.queries import failed_jobs, get_run, run_summary
 
 
-def tail(path: str | None, lines: int) -> list[str]:
-    """The last ``lines`` lines of a log file (empty if it is missing)."""
-    if not path or lines <= 0:
-        return []
-    try:
-        with open(path, "rb") as handle:
-            last = deque(handle, maxlen=lines)
-    except OSError:
-        return []
-    return [line.decode("utf-8", "replace").rstrip("\n") for line in last]
-
-
 def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str, Any]:
-    """Per-label counts with the expected total, and every failed job with its stderr tail."""
+    """Per-label counts with the expected total, every failed job with its stderr tail, and
+    the attempts that failed, the ones a retry recovered from included (``retries``)."""
     run = get_run(store, run_id)
     summary = run_summary(store, run)
     labels = {
         label: {**counts, "expected": sum(counts.values())}
         for label, counts in summary["labels"].items()
     }
+    retries = retry_summary(store, run["id"])
     failures = []
     for row in failed_jobs(store, run["id"]):
         failures.append(
@@ -59,7 +49,10 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         "jobs": {**summary["jobs"], "expected": run["n_jobs"]},
         "failed": failures,
         "usage": label_usage(store, run["id"]),
-        "failure_groups": failure_groups(store, run, failures),
+        "failure_groups": failure_groups(
+            store, run, failures, retried=retries["jobs"], tail_lines=tail_lines
+        ),
+        "retries": retries,
         "environment_file": str(Path(run["run_dir"]) / "environment.json"),
         "run_dir": str(Path(run["run_dir"])),
     }

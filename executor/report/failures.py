@@ -3,6 +3,7 @@
 Each failure group carries one example job with the exact command to reproduce it
 by hand: its working directory, its own environment and the ``PILOT_*`` variables
 (the rest of the environment is the one saved at submit, in the run directory).
+A group also counts the jobs that failed that way and then succeeded on a retry.
 """
 
 from __future__ import annotations
@@ -10,10 +11,24 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+from executor.report.retries import recovered_by
 from executor.store import Store
+
+
+def tail(path: str | None, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (empty if it is missing)."""
+    if not path or lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            last = deque(handle, maxlen=lines)
+    except OSError:
+        return []
+    return [line.decode("utf-8", "replace").rstrip("\n") for line in last]
 
 
 def label_usage(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
@@ -52,19 +67,37 @@ def _median_max(values: list[float]) -> dict[str, float | None]:
 
 
 def failure_groups(
-    store: Store, run: dict[str, Any], failures: list[dict[str, Any]]
+    store: Store,
+    run: dict[str, Any],
+    failures: list[dict[str, Any]],
+    *,
+    retried: list[dict[str, Any]] | None = None,
+    tail_lines: int = 10,
 ) -> list[dict[str, Any]]:
-    """Failed jobs grouped by failure class and exit code, largest group first."""
+    """Failed jobs grouped by failure class and exit code, largest group first.
+
+    ``count`` and ``jobs`` are the jobs that failed for good. With ``retried`` (the
+    ``jobs`` of :func:`~executor.report.retries.retry_summary`), ``recovered`` and
+    ``recovered_jobs`` are those that failed that way and then succeeded; a cause only
+    recovered from is a group with ``count`` 0 whose example is its first failed attempt.
+    """
     groups: dict[tuple[str, Any], dict[str, Any]] = {}
-    for failure in failures:
-        key = (failure["failure_class"] or "unknown", failure["exit_code"])
-        group = groups.setdefault(key, {
+
+    def group_of(key: tuple[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+        return groups.setdefault(key, {
             "failure_class": key[0], "exit_code": key[1], "count": 0, "jobs": [],
-            "example": failure,
+            "recovered": 0, "recovered_jobs": [], "example": example,
         })  # fmt: skip
+
+    for failure in failures:
+        group = group_of(_key(failure), failure)
         group["count"] += 1
         group["jobs"].append(failure["job"])
-    ordered = sorted(groups.values(), key=lambda g: -g["count"])
+    for key, attempts in recovered_by(retried or [], _key).items():
+        group = group_of(key, _recovered_example(attempts[0], tail_lines))
+        group["recovered"] += len(attempts)
+        group["recovered_jobs"].extend(attempt["job"] for attempt in attempts)
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], -g["recovered"]))
     if ordered:
         specs = _job_specs(Path(run["workflow_copy"]), {g["example"]["job"] for g in ordered})
         for group in ordered:
@@ -73,6 +106,29 @@ def failure_groups(
                 specs.get(example["job"], {}), run, example["job"], example["attempts"]
             )
     return ordered
+
+
+def _key(row: dict[str, Any]) -> tuple[str, Any]:
+    return (row["failure_class"] or "unknown", row["exit_code"])
+
+
+def _recovered_example(attempt: dict[str, Any], tail_lines: int) -> dict[str, Any]:
+    """A failed attempt of a job that recovered, shaped like a failed job of the report."""
+    return {
+        "job": attempt["job"],
+        "label": attempt["label"],
+        # The attempt to reproduce: this failed one, not the job's last.
+        "attempts": attempt["attempt"],
+        "exit_code": attempt["exit_code"],
+        "signal": attempt["signal"],
+        "failure_class": attempt["failure_class"],
+        "message": attempt["message"],
+        "command": attempt["command"],
+        "host": attempt["host"],
+        "stderr": attempt["stderr"],
+        "stderr_tail": tail(attempt["stderr"], tail_lines),
+        "recovered": True,
+    }
 
 
 def _job_specs(workflow_copy: Path, names: set[str]) -> dict[str, dict[str, Any]]:

@@ -22,11 +22,16 @@ from typing import Any
 from executor._version import __version__
 from executor.report import activity
 from executor.report.figures import run_figures
+from executor.report.retries import describe_label, describe_outcome, exit_status, retry_summary
 from executor.states import JOB_STATES
 from executor.store import Store
 from executor.store.queries import get_run, run_summary
+from executor.units import format_memory
 
 logger = logging.getLogger(__name__)
+
+# Failed attempts listed in the report; `pilot report RUN --json` has them all.
+MAX_ATTEMPTS_SHOWN = 500
 
 # Draws every <script type="application/json" data-figure> block with plotly.
 _DRAW = """
@@ -104,18 +109,29 @@ def label_table(labels: dict[str, dict[str, int]]) -> str:
 
 
 def failures_section(groups: list[dict[str, Any]]) -> str:
-    if not groups:
-        return '<p class="state-succeeded">no failed jobs</p>'
-    parts = []
+    if not any(group["count"] for group in groups):
+        parts = ['<p class="state-succeeded">no failed jobs</p>']
+    else:
+        parts = []
     for group in groups:
-        more = group["count"] - len(group["jobs"])
-        names = ", ".join(_e(name) for name in group["jobs"]) + (
-            f" and {more} more" if more else ""
+        recovered = group["recovered"]
+        names = [_e(name) for name in group["jobs"]] + [
+            f'{_e(name)} <span class="state-succeeded">(recovered)</span>'
+            for name in group["recovered_jobs"]
+        ]
+        more = group["count"] + recovered - len(names)
+        css = "state-failed" if group["count"] else "state-blocked"
+        outcome = (
+            f'<p class="meta">{group["count"]} failed for good, {recovered} recovered '
+            "(succeeded on a later attempt)</p>"
+            if recovered
+            else ""
         )
         parts.append(
-            f'<div class="failure"><h3><span class="state-failed">{group["count"]} × '
+            f'<div class="failure"><h3><span class="{css}">{group["count"] + recovered} × '
             f"{_e(group['cause'])}</span> in label {_e(group['label'])}</h3>"
-            f'<p class="meta">jobs: {names}</p>'
+            + outcome
+            + f'<p class="meta">jobs: {", ".join(names)}{f" and {more} more" if more else ""}</p>'
             + (f'<p class="meta">{_e(group["message"])}</p>' if group["message"] else "")
             + (
                 f'<p class="meta">stderr of {_e(group["example"])}, last lines:</p>'
@@ -128,12 +144,59 @@ def failures_section(groups: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def retries_section(summary: dict[str, Any]) -> str:
+    """Per label the failed attempts and recoveries; each failed attempt of retried jobs."""
+    labels = summary["labels"]
+    if not any(entry["failed"] for entry in labels.values()):
+        return '<p class="state-succeeded">no failed attempts</p>'
+    rows = "".join(
+        f"<tr><td>{_e(label)}</td><td>{_e(describe_label(entry))}</td></tr>"
+        for label, entry in labels.items()
+    )
+    parts = [
+        '<table id="attempts"><thead><tr><th>label</th><th>attempts</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    ]
+    attempts = [(job, a) for job in summary["jobs"] for a in job["failed_attempts"]]
+    if attempts:
+        head = "".join(
+            f"<th>{column}</th>"
+            for column in ("job", "label", "outcome", "attempt", "failure", "exit status",
+                           "memory requested", "peak memory", "pool", "message")
+        )  # fmt: skip
+        cells = []
+        for job, attempt in attempts[:MAX_ATTEMPTS_SHOWN]:
+            css = "state-succeeded" if job["recovered"] else f"state-{_e(job['state'])}"
+            cells.append(
+                f"<tr><td>{_e(job['job'])}</td><td>{_e(job['label'])}</td>"
+                f'<td class="{css}">{_e(describe_outcome(job))}</td>'
+                f'<td class="n">{attempt["attempt"]}</td>'
+                f"<td>{_e(attempt['failure_class'] or 'unknown')}</td>"
+                f"<td>{_e(exit_status(attempt))}</td>"
+                f'<td class="n">{format_memory(attempt["memory_mb"])}</td>'
+                f'<td class="n">{format_memory(attempt["peak_rss_mb"])}</td>'
+                f"<td>{_e(attempt['pool'] or '-')}</td><td>{_e(attempt['message'])}</td></tr>"
+            )
+        parts.append(
+            f"<h3>Jobs that needed more than one attempt ({len(summary['jobs'])})</h3>"
+            f'<table id="retried"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(cells)}</tbody></table>"
+        )
+        if len(attempts) > MAX_ATTEMPTS_SHOWN:
+            parts.append(
+                f'<p class="meta">... and {len(attempts) - MAX_ATTEMPTS_SHOWN} more failed '
+                "attempts (all are in <code>pilot report RUN --json</code>)</p>"
+            )
+    return "".join(parts)
+
+
 def render(store: Store, run_id: str, *, now: float | None = None) -> str:
     """The whole report of one run as an HTML document."""
     now = time.time() if now is None else now
     run = get_run(store, run_id)
     summary = run_summary(store, run)
-    groups = activity.failure_groups(store, run["id"])
+    retries = retry_summary(store, run["id"])
+    groups = activity.failure_groups(store, run["id"], retried=retries["jobs"])
     figures = run_figures(store, run, now=now)
     blocks = "".join(
         f"<h2>{_e(title)}</h2>"
@@ -167,6 +230,8 @@ started {_when(run["created"])} · {finished} · {ended - run["created"]:.1f}s</
 {label_table(summary["labels"])}
 <h2>Failures by cause</h2>
 {failures_section(groups)}
+<h2>Failed attempts and retries</h2>
+{retries_section(retries)}
 {blocks}
 <p class="meta">written {_when(now)} by pilot {_e(__version__)}</p>
 <script>{library}</script>

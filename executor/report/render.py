@@ -13,6 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from executor.report.retries import describe_attempt, describe_label, describe_outcome
 from executor.states import JOB_STATES
 from executor.units import format_duration, format_memory
 
@@ -133,8 +134,10 @@ def report(data: dict[str, Any]) -> Group:
         label_table(data["labels"]),
     ]  # fmt: skip
     parts.append(usage_table(data["usage"]))
+    retried = retries(data["retries"])
+    parts.extend(retried)
     if not data["failed"]:
-        parts.append(Text("no failed jobs", style="green"))
+        parts.append(Text(("\n" if retried else "") + "no failed jobs", style="green"))
     for group in data["failure_groups"]:
         parts.extend(_failure_group(group))
     if data["failed"]:
@@ -172,15 +175,48 @@ def usage_table(usage: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def retries(summary: dict[str, Any]) -> list[Any]:
+    """Per label the failed attempts and recoveries, then each job that needed a retry."""
+    if not any(entry["failed"] for entry in summary["labels"].values()):
+        return []
+    parts: list[Any] = [Text("\nAttempts per label:", style="bold")]
+    for label, entry in summary["labels"].items():
+        parts.append(Text.assemble("  ", (label, "bold"), f": {describe_label(entry)}"))
+    jobs = summary["jobs"]
+    if jobs:
+        parts.append(Text(f"\nJobs that needed more than one attempt ({len(jobs)}):", style="bold"))
+    for job in jobs[:MAX_FAILURES_SHOWN]:
+        parts.append(Text.assemble(
+            "  ", (job["job"], "bold"), f"  label {job['label']}  ",
+            (describe_outcome(job), "green" if job["recovered"] else "red"),
+        ))  # fmt: skip
+        for attempt in job["failed_attempts"]:
+            parts.append(Text(f"    {describe_attempt(attempt)}"))
+    hidden = len(jobs) - MAX_FAILURES_SHOWN
+    if hidden > 0:
+        parts.append(Text(f"  ... and {hidden} more retried jobs (all are in `--json`)"))
+    return parts
+
+
 def _failure_group(group: dict[str, Any]) -> list[Any]:
     example = group["example"]
     cause = group["failure_class"]
     if group["exit_code"] is not None:
         cause += f" {group['exit_code']}"
-    names = ", ".join(group["jobs"][:5]) + (", ..." if len(group["jobs"]) > 5 else "")
+    recovered = group["recovered"]
+    names = group["jobs"] + [f"{name} (recovered)" for name in group["recovered_jobs"]]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    count = f"{group['count'] + recovered} job(s)"
+    if recovered:
+        count += f", {recovered} recovered"
+    which = example["job"]
+    if example.get("recovered"):
+        which += f" (attempt {example['attempts']}, recovered)"
     lines: list[Any] = [
-        Text.assemble(("\n" + cause, "red bold"), f": {group['count']} job(s): ", names),
-        Text(f"  e.g. {example['job']}: {example['message'] or cause}"),
+        Text.assemble(
+            ("\n" + cause, "red bold" if group["count"] else "yellow bold"), f": {count}: ", shown
+        ),
+        Text(f"  e.g. {which}: {example['message'] or cause}"),
     ]
     if example["stderr_tail"]:
         lines.append(Text("\n".join("    " + line for line in example["stderr_tail"])))
