@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from executor.errors import ConfigError
-from executor.units import format_memory, parse_memory
+from executor.units import Megabytes, format_memory
 
 POOL_KEYS = ("cores", "memory", "workers", "init_blocks", "min_blocks", "max_blocks")
 
@@ -41,26 +41,29 @@ class PoolConfig:
 
     name: str
     cores: int = 1
-    memory: int | None = None
-    workers: int | None = None
+    memory: Megabytes | None = None
+    workers: int | None = field(
+        default=None, metadata={"expected": "a whole number or auto", "example": "auto"}
+    )
     init_blocks: int = 1
     min_blocks: int = 0
     max_blocks: int = 1
 
     def __post_init__(self) -> None:
-        def whole(value: object, least: int) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= least
+        # Imported here: executor.sites imports this module.
+        from executor.sites.fields import check_fields
 
         where = f"pool {self.name!r}"
-        if not whole(self.cores, 1):
+        check_fields(self, where)  # types, and memory sizes to megabytes
+        if self.cores < 1:
             raise ConfigError(f"{where}: cores: {self.cores!r} must be a whole number >= 1")
-        if self.workers is not None and not whole(self.workers, 1):
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"{where}: workers: {self.workers!r} must be >= 1 or 'auto'")
-        if not whole(self.max_blocks, 1):
+        if self.max_blocks < 1:
             raise ConfigError(f"{where}: max_blocks: {self.max_blocks!r} must be >= 1")
-        if not whole(self.min_blocks, 0) or self.min_blocks > self.max_blocks:
+        if not 0 <= self.min_blocks <= self.max_blocks:
             raise ConfigError(f"{where}: min_blocks must be between 0 and max_blocks")
-        if not whole(self.init_blocks, 0) or self.init_blocks > self.max_blocks:
+        if not 0 <= self.init_blocks <= self.max_blocks:
             raise ConfigError(
                 f"{where}: init_blocks: {self.init_blocks!r} must be between 0 and max_blocks "
                 f"({self.max_blocks})"
@@ -82,6 +85,11 @@ def pools_from_mapping(data: Any, source: str) -> tuple[PoolConfig, ...]:
                           "{small: {cores: 1, memory: 4GB}}")  # fmt: skip
     pools = []
     for name, settings in data.items():
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ConfigError(
+                f"{source}: pool {name!r}: expected a mapping of settings, got {settings!r}; "
+                f"write e.g. `pools: {{{name}: {{cores: 1, memory: 4GB}}}}`"
+            )
         settings = dict(settings or {})
         unknown = sorted(set(settings) - set(POOL_KEYS))
         if unknown:
@@ -91,11 +99,6 @@ def pools_from_mapping(data: Any, source: str) -> tuple[PoolConfig, ...]:
             )
         if settings.get("workers") == "auto":
             settings["workers"] = None
-        if settings.get("memory") is not None:
-            try:
-                settings["memory"] = parse_memory(settings["memory"])
-            except ValueError as exc:
-                raise ConfigError(f"{source}: pool {name!r}: memory: {exc}") from exc
         try:
             pools.append(PoolConfig(name=str(name), **settings))
         except ConfigError as exc:

@@ -1,8 +1,12 @@
-"""Parse the human units of workflow files: memory sizes and durations."""
+"""Parse the human units of workflow and site files: memory sizes and durations."""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
 _MEMORY_UNITS = {
     "": 1,  # a bare number is megabytes, as for an integer (and Slurm's --mem)
@@ -89,6 +93,51 @@ def parse_duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError(f"{value!r} must be positive; write e.g. '30m', '2h' or '01:30:00'")
     return seconds
+
+
+def parse_whole_seconds(value: object) -> int:
+    """A duration (as :func:`parse_duration` reads it) in whole seconds, rounded up."""
+    return math.ceil(parse_duration(value))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """How a config field written in human units is read: ``Annotated[int, MEMORY]``.
+
+    :func:`executor.sites.fields.check_fields` parses such a field when its site file
+    is loaded, so a wrong value fails then, naming the file and the field.
+
+    Parameters
+    ----------
+    parse
+        Reads the value (text or a number); raises ``ValueError`` saying what is wrong.
+    expected
+        What the field takes, for messages ("a duration (...)").
+    example
+        A valid value as written in YAML.
+    as_written
+        Only check the value and keep it as the user wrote it (shown back that way).
+    """
+
+    parse: Callable[[object], Any]
+    expected: str
+    example: str
+    as_written: bool = False
+
+
+MEMORY = Unit(parse_memory, "a memory size (megabytes, or text such as 512MB, 4GB, 2GiB)", "4GB")
+DURATION = Unit(parse_duration, "a duration (seconds, or text such as 10s, 5m, 1h, 2:00:00)", "5m")
+
+#: Megabytes, from ``4GB``, ``512MB`` or a number of megabytes.
+Megabytes = Annotated[int, MEMORY]
+#: A memory size checked at load but kept as written (e.g. ``max_payload: 10MB``).
+MemoryText = Annotated[str | int, replace(MEMORY, as_written=True)]
+#: Seconds, from ``10s``, ``5m``, ``1h``, ``2:00:00`` or a number of seconds.
+Seconds = Annotated[float, DURATION]
+#: Whole seconds (rounded up), for options that take an integer.
+WholeSeconds = Annotated[int, replace(DURATION, parse=parse_whole_seconds, example="2m")]
+#: A duration checked at load but kept as written (e.g. ``walltime: 2:00:00``).
+DurationText = Annotated[str | int | float, replace(DURATION, as_written=True, example="2:00:00")]
 
 
 def format_memory(megabytes: int | float | None) -> str:

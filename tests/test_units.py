@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from executor.units import format_duration, format_memory, parse_duration, parse_memory
+from executor.units import (
+    format_duration,
+    format_memory,
+    parse_duration,
+    parse_memory,
+    parse_whole_seconds,
+)
 
 
 @pytest.mark.parametrize(
@@ -126,6 +132,12 @@ def test_parse_duration_rejects_zero_and_negative(bad):
 def test_parse_duration_rejects_booleans():
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(True)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("2m", 120), (45, 45), (0.2, 1), ("1:30", 90)])
+def test_parse_whole_seconds_rounds_up(value, seconds):
+    assert parse_whole_seconds(value) == seconds
+    assert isinstance(parse_whole_seconds(value), int)
 
 
 @pytest.mark.parametrize(

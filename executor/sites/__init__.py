@@ -81,4 +81,9 @@ def get_site(name_or_path: str | None = None) -> SiteConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a site file must be a mapping with a 'backend' key")
     backend = data.get("backend", "local")
+    if not isinstance(backend, str) or backend not in _BACKENDS:
+        raise ConfigError(
+            f"{path}: backend: unknown backend {backend!r}; available: {', '.join(backends())}; "
+            "write e.g. `backend: slurm`"
+        )
     return backend_class(backend).from_mapping(path.stem, dict(data), source=str(path))

@@ -14,17 +14,39 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from executor.errors import ConfigError
 from executor.lifeline import interchange_command
 from executor.pools import PoolConfig, pools_from_mapping
-from executor.units import parse_memory
+from executor.sites.fields import check_fields
+from executor.units import MemoryText, Unit, parse_duration, parse_memory
+
+
+def _packing_seconds(value: object) -> float:
+    """A duration, or 0: no packing."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or 0 for no packing") from None
+
+
+#: ``packing_target``: a duration, where 0 turns packing off.
+PackingSeconds = Annotated[
+    float,
+    Unit(_packing_seconds, "a duration (seconds, or text such as 10s, 5m; 0: no packing)", "10s"),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SiteConfig:
     """Options every backend understands. YAML keys equal field names.
+
+    Each field is checked against its annotation when the site is built (see
+    :mod:`executor.sites.fields`), so a backend's own fields are checked too; a field
+    with an empty default may give an ``example`` in its metadata for messages.
 
     Parameters
     ----------
@@ -42,8 +64,8 @@ class SiteConfig:
         killed as ``out_of_memory`` (0.1 = 10%).
     packing_target, packing_max_jobs
         Short jobs are packed into bundles a worker runs back to back, each expected
-        to take about ``packing_target`` seconds (0: no packing), at most
-        ``packing_max_jobs`` jobs.
+        to take about ``packing_target`` (a duration: ``10s``, ``1m``; 0: no packing),
+        at most ``packing_max_jobs`` jobs.
     monitoring_db
         The group's shared database for runs on this site (when neither ``--db``
         nor ``PILOT_DB`` is given).
@@ -63,34 +85,36 @@ class SiteConfig:
     name: str
     pools: tuple[PoolConfig, ...] = ()
     address: str = "127.0.0.1"
-    worker_init: str = ""
+    worker_init: str = field(default="", metadata={"example": '"source setup.sh"'})
     memory_tolerance: float = 0.1
-    packing_target: float = 10.0
+    packing_target: PackingSeconds = 10.0
     packing_max_jobs: int = 500
-    monitoring_db: str | None = None
+    monitoring_db: str | None = field(
+        default=None, metadata={"example": "/sdf/group/rubin/pilot/monitoring.db"}
+    )
     shared_filesystem: bool = True
-    max_payload: str | int | None = None
+    max_payload: MemoryText | None = field(default=None, metadata={"example": "10MB"})
     ship_runtime: bool = False
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         where = self.source or f"site {self.name!r}"
+        check_fields(self, where)  # types and units of every field, a backend's too
         if not self.pools:
             object.__setattr__(self, "pools", self.default_pools())
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: pools: pool names must be unique")
-        for flag in ("shared_filesystem", "ship_runtime"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{where}: {flag}: {getattr(self, flag)!r} must be true or false")
-        if self.max_payload is not None:
-            try:
-                parse_memory(self.max_payload)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: max_payload: {exc}") from exc
-        tolerance = self.memory_tolerance
-        if not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 10:
-            raise ConfigError(f"{where}: memory_tolerance: {tolerance!r} must be between 0 and 10")
+        if not 0 <= self.memory_tolerance <= 10:
+            raise ConfigError(
+                f"{where}: memory_tolerance: {self.memory_tolerance:g} must be between 0 and 10 "
+                "(a fraction: 0.1 lets a job use 10% more memory than it asked for)"
+            )
+        if self.packing_max_jobs < 1:
+            raise ConfigError(
+                f"{where}: packing_max_jobs: {self.packing_max_jobs!r} must be >= 1; "
+                "write e.g. `packing_max_jobs: 500` (turn packing off with `packing_target: 0`)"
+            )
 
     @classmethod
     def from_mapping(cls, name: str, data: dict[str, Any], source: str | None = None) -> SiteConfig:
