@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from executor.errors import ConfigError, SiteError
 from executor.pools import PoolConfig
 from executor.sites.base import SiteConfig
-from executor.sites.commands import run_command
-from executor.units import parse_duration, parse_memory
+from executor.sites.commands import run_command, submit_batch_job
+from executor.units import DurationText, Megabytes, Seconds, WholeSeconds, parse_duration
 
 # squeue's compact job-state codes -> Parsl JobState names. A pilot that reaches its
 # walltime is TIMEOUT, not FAILED: that is how pilots normally end.
@@ -78,50 +78,31 @@ class SlurmSite(SiteConfig):
 
     backend: ClassVar[str] = "slurm"
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
+    # Types are checked at load (executor.sites.fields); examples show in its messages.
+    partition: str | None = field(default=None, metadata={"example": "milano"})
+    account: str | None = field(default=None, metadata={"example": "rubin:developers"})
+    qos: str | None = field(default=None, metadata={"example": "normal"})
+    constraint: str | None = field(default=None, metadata={"example": "cpu"})
     exclusive: bool = False
     nodes_per_block: int = 1
-    cores_per_node: int | None = None
-    memory_per_node: int | str | None = None
-    walltime: str | int | float = "01:00:00"
-    drain: str | int | float = "5m"
-    scheduler_options: str = ""
-    poll_interval: float = 15.0
-    cmd_timeout: float = 30.0
+    cores_per_node: int | None = field(default=None, metadata={"example": "32"})
+    memory_per_node: Megabytes | None = None
+    walltime: DurationText = "01:00:00"
+    drain: DurationText = "5m"
+    scheduler_options: str = field(default="", metadata={"example": '"#SBATCH --mail-type=NONE"'})
+    poll_interval: Seconds = 15.0
+    cmd_timeout: Seconds = 30.0
     cmd_attempts: int = 4
-    heartbeat_threshold: int = 60
-    driver_walltime: str | int | float = "7-00:00:00"
+    heartbeat_threshold: WholeSeconds = 60
+    driver_walltime: DurationText = "7-00:00:00"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        super().__post_init__()  # checks the types and units of these fields too
         where = self.source or f"site {self.name!r}"
-        if not isinstance(self.exclusive, bool):
-            raise ConfigError(f"{where}: exclusive: {self.exclusive!r} must be true or false")
-        for key in ("nodes_per_block", "cmd_attempts", "heartbeat_threshold"):
+        for key in ("nodes_per_block", "cmd_attempts", "cores_per_node"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value is not None and value < 1:
                 raise ConfigError(f"{where}: {key}: {value!r} must be a whole number >= 1")
-        if self.cores_per_node is not None and (
-            not isinstance(self.cores_per_node, int) or self.cores_per_node < 1
-        ):
-            raise ConfigError(f"{where}: cores_per_node: {self.cores_per_node!r} must be >= 1")
-        for key in ("walltime", "drain", "driver_walltime"):
-            try:
-                parse_duration(getattr(self, key))
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {key}: {exc}") from exc
-        if self.memory_per_node is not None:
-            try:
-                object.__setattr__(self, "memory_per_node", parse_memory(self.memory_per_node))
-            except ValueError as exc:
-                raise ConfigError(f"{where}: memory_per_node: {exc}") from exc
-        for key in ("poll_interval", "cmd_timeout"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{where}: {key}: {value!r} must be a positive number of seconds")
 
     # -- what the base asks of a backend ---------------------------------------------
     def default_pools(self) -> tuple[PoolConfig, ...]:
@@ -209,16 +190,18 @@ class SlurmSite(SiteConfig):
             + "".join(f"#SBATCH {directive}\n" for directive in directives)
             + f"{self.worker_init}\nexec {shlex.join(command)}\n"
         )
-        result = run_command(
-            f"sbatch --parsable {shlex.quote(str(script))}",
+        # Never two drivers for one run: a timed-out sbatch is looked up before a retry.
+        submission = submit_batch_job(
+            shlex.quote(str(script)), name=f"pilot-driver-{run_dir.name}",
             timeout=self.cmd_timeout, attempts=self.cmd_attempts,
         )  # fmt: skip
-        if result.returncode != 0:
+        if submission.job_id is None:
             raise SiteError(
-                f"site {self.name!r}: could not submit the driver job: {result.describe()}",
-                transient=result.transient,
+                f"site {self.name!r}: could not submit the driver job: "
+                f"{submission.result.describe()}",
+                transient=submission.result.transient,
             )
-        return result.stdout.strip().split(";")[0]
+        return submission.job_id
 
     # -- pilot ping ------------------------------------------------------------------
     def ping(self) -> list[str]:
