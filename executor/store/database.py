@@ -4,7 +4,9 @@ Many drivers (many users) may write one file at once, so every write is one shor
 ``BEGIN IMMEDIATE`` transaction, retried with backoff when SQLite reports the file
 busy or locked. Readers use WAL snapshots and never block writers. On a network
 filesystem, where WAL is unsafe, the store falls back to a rollback journal and says so
-(see :mod:`executor.store.filesystem`).
+(see :mod:`executor.store.filesystem`); there a reader holds a shared lock while it
+reads, and a writer's ``COMMIT`` waits for it, so a failed ``COMMIT`` is rolled back
+and the whole transaction retried like any other busy write.
 
 A new database file is created ``rw-rw----`` less the user's umask: with the usual
 umask 022 that is group-readable; a team that shares one database sets umask 002 (or
@@ -34,8 +36,15 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long SQLite itself waits for a lock, within one statement.
 _BUSY_TIMEOUT_MS = 10_000
-_RETRIES = 8
+# How long a write keeps retrying before it gives up. Eight drivers flushing in tight
+# loops on a rollback journal kept single writes waiting up to 25 s (SQLite's lock is
+# not fair), so allow several times that; but a lock held for minutes (a suspended
+# process, a stale lock on a network filesystem) must surface as an error, not a hang.
+_PATIENCE = 120.0
+_FIRST_DELAY = 0.05
+_MAX_DELAY = 2.0
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -95,10 +104,14 @@ class Store:
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=10
         )
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self._retry(lambda: conn.execute(f"PRAGMA journal_mode = {journal}"))
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._retry(lambda: apply_migrations(conn))
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._retry(lambda: conn.execute(f"PRAGMA journal_mode = {journal}"), "open")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._retry(lambda: apply_migrations(conn), "migrate")
+        except BaseException:
+            conn.close()
+            raise
         self.journal = journal
         return conn
 
@@ -110,8 +123,12 @@ class Store:
             )
         uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self.journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self.journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     # -- lifecycle ----------------------------------------------------------------
@@ -124,39 +141,91 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- writing ------------------------------------------------------------------
-    @staticmethod
-    def _retry(operation: Callable[[], T]) -> T:
-        delay = 0.05
-        for attempt in range(_RETRIES):
+    # -- transactions ---------------------------------------------------------------
+    def _retry(self, operation: Callable[[], T], action: str) -> T:
+        """Run ``operation`` until it is not busy; start no attempt after ``_PATIENCE`` s.
+
+        Raises
+        ------
+        StoreError
+            When the database is still busy after ``_PATIENCE`` seconds.
+        sqlite3.Error
+            Any other database error, at once.
+        """
+        started = time.monotonic()
+        delay = _FIRST_DELAY
+        attempt = 1
+        while True:
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempt == _RETRIES - 1:
+                if not _is_busy(exc):
                     raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+                # Jittered, so that writers that collided do not collide again.
+                pause = delay * (1 + random.random())
+                waited = time.monotonic() - started
+                if waited + pause > _PATIENCE:
+                    raise StoreError(
+                        f"cannot {action} the monitoring database {self.path}: still busy "
+                        f"({exc}) after {attempt} attempts in {waited:.0f} s; other processes "
+                        "kept it locked all that time: look for a stuck or suspended one "
+                        "(`fuser` on each host that shares the file)"
+                    ) from exc
+                logger.debug(
+                    "%s is busy (%s) at attempt %d to %s; retrying in %.2f s",
+                    self.path,
+                    exc,
+                    attempt,
+                    action,
+                    pause,
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, _MAX_DELAY)
+                attempt += 1
 
+    def _rollback(self) -> None:
+        # A statement or a COMMIT that failed may or may not have ended the transaction
+        # (SQLite rolls some errors back itself, and a busy COMMIT keeps it open);
+        # either way none may stay open, or every later BEGIN fails for good.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def _not_in_a_transaction(self, action: str) -> None:
+        if self.conn.in_transaction:
+            raise StoreError(
+                f"cannot {action} the monitoring database {self.path} inside another "
+                "write or snapshot: finish that one first (transactions do not nest)"
+            )
+
+    # -- writing ------------------------------------------------------------------
     def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``operation(conn)`` in one immediate transaction, retried when busy.
 
-        The operation must be safe to repeat: on a busy error it is rolled back and
-        run again from the start.
+        The operation must be safe to repeat: on a busy error, whether in the operation
+        or in the ``COMMIT``, the transaction is rolled back and the operation run again
+        from the start.
+
+        Raises
+        ------
+        StoreError
+            When the database cannot be written, or is still busy after two minutes
+            of retries; the store stays usable either way. An exception that the
+            operation raises itself is passed on, after the rollback.
         """
+        self._not_in_a_transaction("write to")
 
         def once() -> T:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 result = operation(self.conn)
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self.conn.execute("COMMIT")
             return result
 
         try:
-            return self._retry(once)
+            return self._retry(once, "write to")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the monitoring database {self.path}: {exc}") from exc
 
@@ -169,9 +238,23 @@ class Store:
 
     @contextmanager
     def snapshot(self) -> Iterator[Store]:
-        """Read several queries from one consistent snapshot of the database."""
-        self.conn.execute("BEGIN")
+        """Read several queries from one consistent snapshot of the database.
+
+        The snapshot's read transaction always ends with the block, also when the
+        block raises.
+        """
+        self._not_in_a_transaction("take a snapshot of")
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the monitoring database {self.path}: {exc}") from exc
         try:
             yield self
-        finally:
+        except BaseException:
+            self._rollback()
+            raise
+        try:
             self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"cannot read the monitoring database {self.path}: {exc}") from exc

@@ -135,6 +135,8 @@ def apply_migrations(conn) -> int:
             conn.execute(f"PRAGMA user_version = {number + 1}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already; a ROLLBACK then would hide the real error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return len(MIGRATIONS)
