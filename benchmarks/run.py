@@ -28,7 +28,7 @@ WORKERS = 2
 def pilot_run(graph, workdir: Path) -> dict:
     """Run a graph with pilot; return wall time and job span from the store."""
     import executor
-    from executor.pools import PoolConfig
+    from executor.policy.pools import PoolConfig
     from executor.sites.local import LocalSite
     from executor.store import Store
 
@@ -244,7 +244,7 @@ def row_restart(n: int, scratch: Path, trials: int = 3) -> tuple[str, float, flo
 
 
 def _restart_once(n: int, scratch: Path) -> float:
-    from executor.runs import start_run
+    from executor.runs.start import start_run
     from executor.sites.local import LocalSite
     from executor.store import Store, locate
 
@@ -296,7 +296,7 @@ def row_shipped(n: int, scratch: Path) -> tuple[str, float, float, str]:
     for i in range(n):
         wf.function(f"tiny-{i}", "benchpkg.tiny_jobs:tiny", args=[i], label="tiny")
     started = time.perf_counter()
-    from executor.shipping import build
+    from executor.shipping.tarball import build
 
     shipment = build([code], _fresh(scratch))
     build_seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from executor.states import JobState, RunState
+from executor.model.states import JobState, RunState
 from executor.store import Store
 from executor.store.recorder import RunRecorder, create_run
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from executor import codecache
-from executor.codecache import CodeUnavailable, ready_trees, unpack
-from executor.shipping import build
+from executor.shipping.tarball import build
+from executor.worker import codecache
+from executor.worker.codecache import CodeUnavailable, ready_trees, unpack
 
 
 @pytest.fixture

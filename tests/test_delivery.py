@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from executor.delivery import CodeDelivery
-from executor.runtime import bootstrap_call, build_runtime
-from executor.shipping import build
-from executor.worker import run_bundle
+from executor.driver.delivery import CodeDelivery
+from executor.shipping.runtime import bootstrap_call, build_runtime
+from executor.shipping.tarball import build
+from executor.worker.bundle import run_bundle
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import psutil
 from helpers import run_pilot
 from seed import seed_run
 
-from executor.states import RunState
+from executor.model.states import RunState
 from executor.store import Store
 from executor.store.retention import collect
 

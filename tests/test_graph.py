@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from executor import Workflow
 from executor.errors import GraphError
 from executor.formats import graph_from_dict, load_workflow
-from executor.graph import Job, JobGraph, default_label
-from executor.scheduling import Schedule
-from executor.states import JobState
+from executor.model.graph import Job, JobGraph, default_label
+from executor.model.states import JobState
+from executor.policy.schedule import Schedule
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.BLOCKED}

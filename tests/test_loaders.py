@@ -18,7 +18,7 @@ from executor.errors import GraphError
 from executor.formats import graph_from_dict, graph_to_dict, load_workflow
 from executor.formats.native import graph_from_saved
 from executor.formats.yamlio import read_yaml
-from executor.graph import JobGraph
+from executor.model.graph import JobGraph
 
 VALID_YAML = """\
 name: demo

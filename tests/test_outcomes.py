@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from seed import seed_run
 
-from executor import outcome_log, worker
 from executor.errors import RunNotFound, RunStateError
-from executor.runs import cancel
-from executor.states import JobState, RunState
+from executor.model.states import JobState, RunState
+from executor.runs.cancel import cancel
 from executor.store import Store
 from executor.store.queries import get_run
 from executor.store.recorder import RunRecorder, recover_outcomes
+from executor.worker import bundle as worker
+from executor.worker import outcome_log
 
 
 def _spec(tmp_path: Path, job: str, command: str | None = None, **extra) -> dict:
@@ -251,8 +252,9 @@ def test_a_revision_that_cannot_be_recorded_leaves_the_run_as_it_was(
 
     from executor.errors import StoreError
     from executor.formats import load_workflow
-    from executor.revision import revise_run
-    from executor.runs import load_run, start_run
+    from executor.runs.resume import load_run
+    from executor.runs.revise import revise_run
+    from executor.runs.start import start_run
     from executor.sites import get_site
     from executor.store import locate
 

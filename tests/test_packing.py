@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles
+from executor.policy.packing import PackingPolicy, RuntimeEstimates, plan_bundles
 
 labels = st.sampled_from(["a", "b", "c", "d"])
 estimates_strategy = st.dictionaries(labels, st.floats(0.0001, 60), max_size=4)
@@ -66,7 +66,7 @@ def test_packing_off_and_estimates():
     size=st.integers(1, 20),
 )
 def test_static_clustering_groups_equal_keys_up_to_the_maximum(jobs, size):
-    from executor.packing import plan_static
+    from executor.policy.packing import plan_static
 
     named = [(f"job-{i}", key) for i, key in enumerate(jobs)]
     bundles = plan_static(named, size)

@@ -9,16 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from executor.errors import ConfigError, GraphError
-from executor.graph import Job
-from executor.pools import (
+from executor.model.graph import Job
+from executor.policy.pools import (
     PoolConfig,
     assign_pools,
     escalated_memory,
     pools_from_mapping,
     select_pool,
 )
-from executor.retrying import MAX_TRANSIENT_RETRIES, RetryState, decide
-from executor.scaling import blocks_to_start
+from executor.policy.retrying import MAX_TRANSIENT_RETRIES, RetryState, decide
+from executor.policy.scaling import blocks_to_start
 
 pool_strategy = st.builds(
     PoolConfig,

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from seed import seed_run
 
 from executor.cli import cli
+from executor.model.states import JobState, RunState
 from executor.report import activity
 from executor.report.html import render
 from executor.report.retries import retry_summary
-from executor.states import JobState, RunState
 from executor.store import Store
 from executor.store.recorder import RunRecorder
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import processes_with, run_pilot, status_json, wait_for, write_workflow
 
 import executor
-from executor.states import RunState
+from executor.model.states import RunState
 from executor.store import Store, locate
 from executor.store.queries import attempts_of, job_states
 
@@ -176,7 +176,7 @@ def test_the_hello_example_fits_every_shipped_site():
     import pytest
 
     from executor.formats import load_workflow
-    from executor.pools import assign_pools
+    from executor.policy.pools import assign_pools
     from executor.sites import get_site
 
     root = Path(__file__).parent.parent

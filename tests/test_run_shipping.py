@@ -10,9 +10,9 @@ from pathlib import Path
 from helpers import run_pilot, write_workflow
 
 import executor
-from executor.pools import PoolConfig
+from executor.model.states import RunState
+from executor.policy.pools import PoolConfig
 from executor.sites.local import LocalSite
-from executor.states import RunState
 from executor.store import Store, locate
 from executor.store.queries import attempts_of, job_states
 

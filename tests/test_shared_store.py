@@ -25,7 +25,7 @@ WRITERS, UPDATES, BATCH = 8, 5_000, 25
 # an attempt, flushed in batches as the real driver does.
 _WRITER = """
 import sys, time
-from executor.states import JobState
+from executor.model.states import JobState
 from executor.store import Store
 from executor.store.recorder import RunRecorder, create_run
 

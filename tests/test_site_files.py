@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from executor.cli import cli
 from executor.errors import ConfigError
-from executor.pools import POOL_KEYS, PoolConfig
+from executor.model.fields import check_fields
+from executor.model.units import Seconds
+from executor.policy.pools import POOL_KEYS, PoolConfig
 from executor.sites import backend_class, backends, get_site
 from executor.sites.base import SiteConfig
-from executor.sites.fields import check_fields
 from executor.sites.slurm import SlurmSite
-from executor.units import Seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "workflow.yaml"

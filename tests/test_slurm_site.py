@@ -35,7 +35,7 @@ def test_unquoted_walltime_is_two_hours_not_7200_minutes(tmp_path: Path):
     [("90m", "01:30:00"), ("45s", "00:01:00"), ("1-00:00:00", "24:00:00"), ("30:00", "00:30:00")],
 )
 def test_walltime_forms_become_slurm_time(given: str, expected: str):
-    from executor.units import parse_duration
+    from executor.model.units import parse_duration
 
     assert slurm_time(parse_duration(given)) == expected
 

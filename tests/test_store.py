@@ -22,7 +22,7 @@ import pytest
 from helpers import started_together, wait_for
 
 from executor.errors import RunStateError, StoreError
-from executor.states import JOB_STATES, JobState, RunState
+from executor.model.states import JOB_STATES, JobState, RunState
 from executor.store import Store, database
 from executor.store.queries import (
     HEARTBEAT_TIMEOUT,
@@ -65,7 +65,7 @@ def dead_driver() -> dict[str, Any]:
 
 
 def _run_row(run_id: str, tmp_path: Path, n_jobs: int, **overrides: Any) -> dict[str, Any]:
-    """A runs row as :func:`executor.runs.start_run` builds it."""
+    """A runs row as :func:`executor.runs.start.start_run` builds it."""
     now = time.time()
     run_dir = tmp_path / "runs" / run_id
     row = {
@@ -599,7 +599,7 @@ WRITERS, UPDATES = 8, 5_000
 _WRITER = """
 import json, sys, time
 from pathlib import Path
-from executor.states import JobState
+from executor.model.states import JobState
 from executor.store import Store
 from executor.store.recorder import RunRecorder
 

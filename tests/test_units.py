@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from executor.units import (
+from executor.model.units import (
     format_duration,
     format_memory,
     parse_duration,

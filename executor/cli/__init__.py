@@ -77,7 +77,7 @@ ship_option = click.option(
 
 def describe_shipment(shipment) -> str:
     """One line: how many files, how big, and the tarball's hash."""
-    from executor.units import format_bytes
+    from executor.model.units import format_bytes
 
     return (
         f"{len(shipment.files)} files, {format_bytes(shipment.content_bytes)} "
@@ -116,7 +116,7 @@ def run_filter(
     """The owner (None: everyone) and the earliest creation time the options ask for."""
     import getpass
 
-    from executor.units import parse_duration
+    from executor.model.units import parse_duration
 
     if all_users and user:
         raise BadInput("--all-users and --user NAME contradict each other; give one")

@@ -49,7 +49,7 @@ def validate(
     from collections import Counter
 
     from executor.formats import load_workflow
-    from executor.pools import assign_pools
+    from executor.policy.pools import assign_pools
     from executor.sites import get_site
 
     graph = load_workflow(workflow, time_scale=time_scale)
@@ -117,7 +117,7 @@ def _trial_shipment(graph):
     """Build the tarball the workflow would ship into a scratch directory (exact hash)."""
     import tempfile
 
-    from executor import shipping
+    from executor.shipping import tarball as shipping
 
     if not graph.code:
         return None
@@ -188,7 +188,7 @@ def status(
 
 
 def _watch(run: str, db: Path | None) -> None:
-    from executor.follow import exit_code_for, watch
+    from executor.cli.follow import exit_code_for, watch
     from executor.report import render
     from executor.store.queries import get_run
 

@@ -85,8 +85,8 @@ def submit(
       pilot submit montage-chameleon-dss-15d-001.json --time-scale 1000
     """
     from executor.formats import load_workflow
-    from executor.pools import assign_pools
-    from executor.runs import start_run
+    from executor.policy.pools import assign_pools
+    from executor.runs.start import start_run
     from executor.sites import get_site
 
     if driver_on and not detach:
@@ -113,8 +113,8 @@ def submit(
 
 
 def _detach_to_batch(store, run_id: str, run_dir: Path, driver_site) -> None:
-    from executor.detach import start_driver_job
-    from executor.runs import cancel
+    from executor.runs.cancel import cancel
+    from executor.runs.detach import start_driver_job
 
     try:
         job_id = start_driver_job(store, run_id, run_dir, driver_site)
@@ -130,7 +130,7 @@ def _detach_to_batch(store, run_id: str, run_dir: Path, driver_site) -> None:
 
 
 def _detach(store, run_id: str, run_dir: Path) -> None:
-    from executor.detach import start_detached_driver
+    from executor.runs.detach import start_detached_driver
 
     pid = start_detached_driver(store, run_id, run_dir)
     click.echo(
@@ -142,9 +142,9 @@ def _detach(store, run_id: str, run_dir: Path) -> None:
 
 
 def _drive_and_exit(store, graph, site, context, **resume: Any) -> None:
+    from executor.model.states import RunState
     from executor.report.progress import LiveProgress
-    from executor.runs import drive
-    from executor.states import RunState
+    from executor.runs.drive import drive
     from executor.store.queries import job_counts
 
     started = time.monotonic()
@@ -192,7 +192,7 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
       pilot restart 20261122-101500-ab12
       pilot restart 20261122-101500-ab12 --workflow workflow-fixed.yaml --detach
     """
-    from executor.runs import resume_run
+    from executor.runs.resume import resume_run
 
     store, _ = open_store(db)
     with store:
@@ -227,7 +227,7 @@ def cancel(run: str, wait: float, db: Path | None) -> None:
     Example:
       pilot cancel 20261122-101500-ab12
     """
-    from executor.runs import cancel as cancel_run
+    from executor.runs.cancel import cancel as cancel_run
     from executor.store.queries import get_run
 
     store, _ = open_store(db)
@@ -253,8 +253,8 @@ def attach(run: str, db: Path | None) -> None:
       pilot submit workflow.yaml --detach
       pilot attach 20261122-101500-ab12
     """
-    from executor.follow import attach as follow
-    from executor.follow import exit_code_for
+    from executor.cli.follow import attach as follow
+    from executor.cli.follow import exit_code_for
     from executor.report.progress import LiveProgress
     from executor.store.queries import get_run, job_counts
 
@@ -284,8 +284,9 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
     Example:
       python -m executor _drive RUN --db PATH   (started by pilot itself)
     """
-    from executor.detach import adopt_run, wait_to_be_named_driver
-    from executor.runs import drive, load_run
+    from executor.runs.detach import adopt_run, wait_to_be_named_driver
+    from executor.runs.drive import drive
+    from executor.runs.resume import load_run
 
     store, _ = open_store(db)
     with store:

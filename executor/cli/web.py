@@ -94,9 +94,9 @@ def gc(
     """
     import dataclasses
 
+    from executor.model.units import parse_duration
     from executor.report.render import age
     from executor.store.retention import collect
-    from executor.units import parse_duration
 
     try:
         seconds = parse_duration(older_than)

@@ -8,7 +8,7 @@ from executor.errors import GraphError
 from executor.formats.native import graph_from_dict, graph_to_dict, read_json
 from executor.formats.wfformat import check_time_scale, graph_from_wfformat, is_wfformat
 from executor.formats.yamlio import read_yaml
-from executor.graph import JobGraph
+from executor.model.graph import JobGraph
 
 __all__ = ["graph_from_dict", "graph_to_dict", "load_workflow"]
 

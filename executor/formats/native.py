@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import GraphError
-from executor.graph import Clustering, Job, JobGraph, _graph_problems, default_label
-from executor.units import parse_duration, parse_memory
+from executor.model.graph import Clustering, Job, JobGraph, _graph_problems, default_label
+from executor.model.units import parse_duration, parse_memory
 
 WORKFLOW_KEYS = (
     "name", "description", "defaults", "workdir", "jobs", "cluster_by", "cluster_max",

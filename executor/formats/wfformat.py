@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import GraphError
-from executor.graph import Job, JobGraph
+from executor.model.graph import Job, JobGraph
 
 __all__ = ["check_time_scale", "graph_from_wfformat", "is_wfformat"]
 

@@ -2,7 +2,7 @@
 
 YAML 1.1 (PyYAML) reads an unquoted ``2:00:00`` as the base-60 integer 7200 and
 ``1:30`` as 90; for a walltime that silently changes the meaning. This loader keeps
-such scalars as text so :func:`executor.units.parse_duration` reads them as clocks.
+such scalars as text so :func:`executor.model.units.parse_duration` reads them as clocks.
 """
 
 from __future__ import annotations

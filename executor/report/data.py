@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from executor.model.states import JOB_STATES
 from executor.report.failures import failure_groups, label_usage, tail
 from executor.report.retries import retry_summary
-from executor.states import JOB_STATES
 from executor.store import Store
 from executor.store.queries import failed_jobs, get_run, run_summary
 

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from executor._version import __version__
+from executor.model.states import JOB_STATES
+from executor.model.units import format_memory
 from executor.report import activity
 from executor.report.figures import run_figures
 from executor.report.retries import describe_label, describe_outcome, exit_status, retry_summary
-from executor.states import JOB_STATES
 from executor.store import Store
 from executor.store.queries import get_run, run_summary
-from executor.units import format_memory
 
 logger = logging.getLogger(__name__)
 

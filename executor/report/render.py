@@ -13,9 +13,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from executor.model.states import JOB_STATES
+from executor.model.units import format_duration, format_memory
 from executor.report.retries import describe_attempt, describe_label, describe_outcome
-from executor.states import JOB_STATES
-from executor.units import format_duration, format_memory
 
 # Failed jobs listed one by one in the text report; JSON has them all.
 MAX_FAILURES_SHOWN = 20

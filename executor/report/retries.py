@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from executor.model.units import format_memory
 from executor.store import Store
-from executor.units import format_memory
 
 K = TypeVar("K", bound=Hashable)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from executor.errors import ConfigError
-from executor.lifeline import interchange_command
-from executor.pools import PoolConfig, pools_from_mapping
-from executor.sites.fields import check_fields
-from executor.units import MemoryText, Unit, parse_duration, parse_memory
+from executor.model.fields import check_fields
+from executor.model.units import MemoryText, Unit, parse_duration, parse_memory
+from executor.policy.pools import PoolConfig, pools_from_mapping
+from executor.sites.lifeline import interchange_command
 
 
 def _packing_seconds(value: object) -> float:
@@ -45,7 +45,7 @@ class SiteConfig:
     """Options every backend understands. YAML keys equal field names.
 
     Each field is checked against its annotation when the site is built (see
-    :mod:`executor.sites.fields`), so a backend's own fields are checked too; a field
+    :mod:`executor.model.fields`), so a backend's own fields are checked too; a field
     with an empty default may give an ``example`` in its metadata for messages.
 
     Parameters
@@ -71,7 +71,7 @@ class SiteConfig:
         nor ``PILOT_DB`` is given).
     shared_filesystem
         Workers can read the run directory. If not, the workflow's shipped code
-        travels with the bundles, to each node once (see :mod:`executor.delivery`).
+        travels with the bundles, to each node once (see :mod:`executor.driver.delivery`).
     max_payload
         The most one task may carry, e.g. ``10MB`` (Globus Compute's limit); larger
         shipped code is sent in chunks. Empty: no limit.

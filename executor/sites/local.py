@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from executor.pools import PoolConfig
+from executor.policy.pools import PoolConfig
 from executor.sites.base import SiteConfig
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from executor.errors import ConfigError, SiteError
-from executor.pools import PoolConfig
+from executor.model.units import DurationText, Megabytes, Seconds, WholeSeconds, parse_duration
+from executor.policy.pools import PoolConfig
 from executor.sites.base import SiteConfig
 from executor.sites.commands import run_command, submit_batch_job
-from executor.units import DurationText, Megabytes, Seconds, WholeSeconds, parse_duration
 
 # squeue's compact job-state codes -> Parsl JobState names. A pilot that reaches its
 # walltime is TIMEOUT, not FAILED: that is how pilots normally end.
@@ -78,7 +78,7 @@ class SlurmSite(SiteConfig):
 
     backend: ClassVar[str] = "slurm"
 
-    # Types are checked at load (executor.sites.fields); examples show in its messages.
+    # Types are checked at load (executor.model.fields); examples show in its messages.
     partition: str | None = field(default=None, metadata={"example": "milano"})
     account: str | None = field(default=None, metadata={"example": "rubin:developers"})
     qos: str | None = field(default=None, metadata={"example": "normal"})
@@ -112,7 +112,7 @@ class SlurmSite(SiteConfig):
         return self.cores_per_node or 1
 
     def executor_options(self, pool: PoolConfig) -> dict[str, Any]:
-        from executor.pilots import BlockErrorHandler
+        from executor.sites.block_errors import BlockErrorHandler
 
         seconds = parse_duration(self.walltime)
         margin = min(parse_duration(self.drain), seconds / 2)

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 
 from executor.errors import RunNotFound
-from executor.states import JOB_STATES, RunState
+from executor.model.states import JOB_STATES, RunState
 from executor.store.database import Store
 
 # A driver writes a heartbeat at least this often while it runs.

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from executor.errors import RunStateError
-from executor.states import JobState, RunState
+from executor.model.states import JobState, RunState
 from executor.store.database import Store
 from executor.store.queries import driver_alive
 
@@ -215,7 +215,7 @@ def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, A
     """Record the attempts a dead driver never heard of, from the workers' outcome log.
 
     A worker writes each job's outcome to the run directory as the job ends
-    (:mod:`executor.outcome_log`); a driver killed before it read them, or before it
+    (:mod:`executor.worker.outcome_log`); a driver killed before it read them, or before it
     committed the attempt at all, loses nothing: a succeeded job becomes succeeded
     here and is never run again. Only attempts the store does not know as finished
     are touched. Returns how many jobs this marked succeeded.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executor.states import RunState
+from executor.model.states import RunState
 from executor.store.database import Store
 from executor.store.queries import effective_state
 

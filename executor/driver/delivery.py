@@ -6,7 +6,7 @@ carries the tarball's bytes; after that bundles carry only the hash, and a worke
 whose node does not have the tree yet answers ``code_missing`` (with the chunks its
 node already holds) instead of running the bundle. The driver then sends that
 bundle again with what is missing. So the bytes go only where they are missing,
-and a node unpacks them once into its cache (:mod:`executor.codecache`).
+and a node unpacks them once into its cache (:mod:`executor.worker.codecache`).
 
 A site's ``max_payload`` (Globus Compute accepts 10 MB per task) splits a tarball
 into chunks that fit: each resend carries as many missing chunks as fit, and a
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executor.shipping import Shipment
+from executor.shipping.tarball import Shipment
 
 # Room left in a task's payload for the bundle's job descriptions.
 PAYLOAD_HEADROOM = 0.25
@@ -136,7 +136,7 @@ def plan_delivery(
         parcels.append((shipment, False))
     package = None
     if site.ship_runtime:
-        from executor.runtime import build_runtime
+        from executor.shipping.runtime import build_runtime
 
         runtime, package = build_runtime(run_dir / "runtime")
         parcels.append((runtime, True))

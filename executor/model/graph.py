@@ -2,7 +2,7 @@
 
 A :class:`JobGraph` is built once, validated as a whole (every problem is reported,
 not just the first), and never changes afterwards; the driver keeps run-time state
-elsewhere (:mod:`executor.scheduling`).
+elsewhere (:mod:`executor.policy.schedule`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The run loop: hand ready jobs to Parsl, collect outcomes, retry, block, cancel.
 
 This is the only module that talks to the Parsl DataFlowKernel. The driver keeps the
-ready queue itself (:class:`executor.scheduling.Schedule`) and gives Parsl a bounded
+ready queue itself (:class:`executor.policy.schedule.Schedule`) and gives Parsl a bounded
 number of jobs at a time, so a 200,000-job graph never becomes 200,000 futures.
 Every state change is committed to the store before it is shown to anyone.
 """
@@ -19,28 +19,28 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from executor.delivery import code_never_arrived, plan_delivery
-from executor.errors import SiteError
-from executor.graph import JobGraph
-from executor.outcome_log import OutcomeReader
-from executor.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
-from executor.parsl_processes import (
+from executor.driver.context import RunContext, job_spec
+from executor.driver.delivery import code_never_arrived, plan_delivery
+from executor.driver.parsl_session import (
     ParslSession,
     interchange_dead,
     outcomes_of,
     terminal_signals_blocked,
 )
-from executor.pilots import PilotTracker
-from executor.pools import PoolConfig, misfit_message, select_pool
-from executor.retrying import RetryState, decide
-from executor.runcontext import RunContext, job_spec
-from executor.runtime import bootstrap_call
-from executor.scaling import blocks_to_start
-from executor.scheduling import Schedule
+from executor.driver.pilots import PilotTracker
+from executor.errors import SiteError
+from executor.model.graph import JobGraph
+from executor.model.states import JOB_STATES, FailureClass, JobState, RunState, can_move
+from executor.policy.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
+from executor.policy.pools import PoolConfig, misfit_message, select_pool
+from executor.policy.retrying import RetryState, decide
+from executor.policy.scaling import blocks_to_start
+from executor.policy.schedule import Schedule
+from executor.shipping.runtime import bootstrap_call
 from executor.sites.base import SiteConfig
-from executor.states import JOB_STATES, FailureClass, JobState, RunState, can_move
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
+from executor.worker.outcome_log import OutcomeReader
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Driver:
         self._pilots.poll()
 
     def _stop_parsl(self) -> None:
-        """Stop Parsl and every pilot (see :func:`executor.parsl_processes.stop_parsl`)."""
+        """Stop Parsl and every pilot (see :func:`executor.driver.parsl_session.stop_parsl`)."""
         if self._session is not None:
             self._session.stop()
         self._dfk = None

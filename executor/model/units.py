@@ -104,7 +104,7 @@ def parse_whole_seconds(value: object) -> int:
 class Unit:
     """How a config field written in human units is read: ``Annotated[int, MEMORY]``.
 
-    :func:`executor.sites.fields.check_fields` parses such a field when its site file
+    :func:`executor.model.fields.check_fields` parses such a field when its site file
     is loaded, so a wrong value fails then, naming the file and the field.
 
     Parameters

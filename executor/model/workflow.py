@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.formats.native import graph_from_dict
-from executor.graph import JobGraph
+from executor.model.graph import JobGraph
 
 
 class Workflow:

@@ -10,7 +10,7 @@ Left out: ``.git``, ``__pycache__``, ``*.pyc`` and whatever the ``.gitignore`` f
 of the directory (and of its git repository above it) exclude. A tree larger than
 the limit is refused, naming its largest files.
 
-The worker's side (verify, unpack, cache) is :mod:`executor.codecache`.
+The worker's side (verify, unpack, cache) is :mod:`executor.worker.codecache`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ShippingError
-from executor.units import format_bytes
+from executor.model.units import format_bytes
 
 # Uncompressed bytes a shipment may hold unless the workflow says otherwise (code_limit).
 DEFAULT_LIMIT_BYTES = 100_000_000

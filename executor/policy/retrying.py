@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from executor.graph import Job
-from executor.pools import PoolConfig, escalated_memory, select_pool
-from executor.states import FailureClass
-from executor.units import format_memory
+from executor.model.graph import Job
+from executor.model.states import FailureClass
+from executor.model.units import format_memory
+from executor.policy.pools import PoolConfig, escalated_memory, select_pool
 
 MAX_TRANSIENT_RETRIES = 3
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from executor.pools import PoolConfig
+from executor.policy.pools import PoolConfig
 
 
 def blocks_to_start(*, demand: int, active_blocks: int, workers: int, pool: PoolConfig) -> int:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executor.graph import Job
-from executor.shipping import Shipment
+from executor.model.graph import Job
+from executor.shipping.tarball import Shipment
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,10 @@ def job_spec(
     *,
     shared_filesystem: bool = True,
 ) -> dict[str, Any]:
-    """What :func:`executor.worker.run_job` needs to run one attempt of ``job``.
+    """What :func:`executor.worker.bundle.run_job` needs to run one attempt of ``job``.
 
     On a shared filesystem the worker also appends the attempt's outcome to the run
-    directory as soon as it ends (:mod:`executor.outcome_log`).
+    directory as soon as it ends (:mod:`executor.worker.outcome_log`).
     """
     stdout, stderr = context.log_paths(job.name, attempt)
     return {

@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 
-from executor.graph import JobGraph
-from executor.states import JobState
+from executor.model.graph import JobGraph
+from executor.model.states import JobState
 
 
 class Schedule:

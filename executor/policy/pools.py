@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.errors import ConfigError
-from executor.units import Megabytes, format_memory
+from executor.model.units import Megabytes, format_memory
 
 POOL_KEYS = ("cores", "memory", "workers", "init_blocks", "min_blocks", "max_blocks")
 
@@ -51,7 +51,7 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         # Imported here: executor.sites imports this module.
-        from executor.sites.fields import check_fields
+        from executor.model.fields import check_fields
 
         where = f"pool {self.name!r}"
         check_fields(self, where)  # types, and memory sizes to megabytes

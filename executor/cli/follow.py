@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from executor.states import RunState
+from executor.model.states import RunState
 from executor.store import Store
 from executor.store.queries import effective_state, get_run, label_counts, run_summary
 

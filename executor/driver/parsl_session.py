@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from executor.states import FailureClass
+from executor.model.states import FailureClass
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def stop_parsl(dfk: Any, timeout: float) -> None:
 def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]] | dict[str, Any]:
     """The worker's reports, or a pilot-level failure for every job when the bundle
     never reported (its worker or pilot died). A dict is the worker's request for
-    shipped code its node lacks (see :mod:`executor.delivery`)."""
+    shipped code its node lacks (see :mod:`executor.driver.delivery`)."""
     try:
         return future.result()
     except Exception as exc:  # the boundary with Parsl: classify, never crash the loop
@@ -138,7 +138,7 @@ class ParslSession:
         from parsl.dataflow.dflow import DataFlowKernel
 
         from executor.errors import SiteError
-        from executor.worker import run_bundle
+        from executor.worker.bundle import run_bundle
 
         executors = self.site.make_executors()
         config = Config(
@@ -160,7 +160,7 @@ class ParslSession:
             self.stop()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
         self.executors = {executor.label: executor for executor in executors}
-        # With a shipped runtime, bundles are calls of the built-in eval (executor.runtime).
+        # With a shipped runtime, bundles are calls of the built-in eval (shipping.runtime).
         function = eval if self.site.ship_runtime else run_bundle
         self.apps = {
             label: PythonApp(function, data_flow_kernel=self.dfk, executors=[label])

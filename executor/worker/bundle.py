@@ -23,11 +23,7 @@ import time
 from typing import Any
 
 from . import outcome_log
-
-# How long a job may take to exit after SIGTERM before it gets SIGKILL.
-KILL_GRACE_SECONDS = 2.0
-# The longest pause between checks of walltime and the cancel marker.
-MAX_POLL_SECONDS = 0.1
+from .watch import Watch, kill_group
 
 # Runs a function job in a fresh interpreter: reads the call from stdin, imports the
 # module from the working directory, and writes the JSON-encoded return value.
@@ -117,13 +113,6 @@ def signal_name(number: int) -> str:
         return f"SIGRTMIN+{number - low}" if low <= number <= high else f"signal {number}"
 
 
-def _kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_bundle(
     specs: list[dict[str, Any]], code: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]] | dict[str, Any]:
@@ -132,7 +121,7 @@ def run_bundle(
     One failing job does not stop the others. Once the run is cancelled, jobs not
     yet started are reported as cancelled without starting.
 
-    ``code`` describes the shipped tarballs (see :mod:`executor.delivery`). When
+    ``code`` describes the shipped tarballs (see :mod:`executor.driver.delivery`). When
     this node lacks one and the bundle did not bring all of it, nothing runs and
     the answer is ``{"code_missing": {sha256: [chunks held]}}``: the driver sends
     the bundle again with the rest.
@@ -257,11 +246,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             call["code"] = spec.get("code") or []
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
-        watch = _Watch(process, spec)
+        watch = Watch(process, spec)
         stopped_for = watch.wait()
     finally:
         # Whatever the job left behind in its group goes too.
-        _kill_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid, signal.SIGKILL)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     outcome["end"] = time.time()
@@ -302,135 +291,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-class _Watch:
-    """Waits for a job while enforcing its walltime, memory limit and the run's cancel.
-
-    The job is reaped with ``wait4`` so its CPU time and peak RSS come from the
-    kernel; the RSS of its whole process tree is also sampled (psutil, imported only
-    when needed), because the kernel's figure is per process, not per tree.
-    """
-
-    def __init__(self, process: subprocess.Popen, spec: dict[str, Any]):
-        self.process = process
-        walltime = spec.get("walltime")
-        self.deadline = time.monotonic() + walltime if walltime else None
-        self.cancel_path = spec.get("cancel_path")
-        memory = spec.get("memory")
-        self.limit_mb = memory * (1 + spec.get("memory_tolerance", 0.0)) if memory else None
-        self.peak_mb: float | None = None
-        self.cpu_seconds: float | None = None
-        self.returncode = 0
-        self._next_sample = time.monotonic() + 0.002
-        # A forked child starts with this worker's resident pages, and the kernel's
-        # peak counts them: below this size the kernel figure says nothing of the job.
-        self._fork_image_mb = _own_rss_mb()
-
-    def wait(self) -> str | None:
-        """Return ``None``, or why the job was stopped: timeout, out_of_memory, cancelled."""
-        with _ExitNotifier(self.process.pid) as exited:
-            return self._watch(exited)
-
-    def _watch(self, exited: _ExitNotifier) -> str | None:
-        # Checks start often (a job may blow its memory early) and slow down to
-        # MAX_POLL_SECONDS; the job's exit itself ends any pause at once.
-        pause = 0.001
-        while not self._reaped():
-            exited.wait(pause)
-            pause = min(pause * 2, MAX_POLL_SECONDS)
-            now = time.monotonic()
-            if self.deadline is not None and now >= self.deadline:
-                return self._stop("timeout")
-            if self.cancel_path and os.path.exists(self.cancel_path):
-                return self._stop("cancelled")
-            if now >= self._next_sample:
-                # Jobs with a limit are checked at every poll; others now and then for the peak.
-                self._next_sample = now + (0.0 if self.limit_mb else 1.0)
-                if self._sample() and self.limit_mb and (self.peak_mb or 0) > self.limit_mb:
-                    return self._stop("out_of_memory")
-        return None
-
-    def _reaped(self) -> bool:
-        try:
-            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere; nothing more to learn
-            self.process.returncode = self.returncode = self.process.returncode or 0
-            return True
-        if pid == 0:
-            return False
-        self.returncode = os.waitstatus_to_exitcode(status)
-        self.process.returncode = self.returncode  # so Popen does not wait for it again
-        self.cpu_seconds = usage.ru_utime + usage.ru_stime
-        kernel_peak = usage.ru_maxrss * 1024 / 1_000_000  # ru_maxrss is in KiB on Linux
-        if kernel_peak > self._fork_image_mb * 1.05:
-            self.peak_mb = max(self.peak_mb or 0.0, kernel_peak)
-        return True
-
-    def _sample(self) -> bool:
-        total = _tree_rss_bytes(self.process.pid)
-        if total is None:
-            return False
-        if total:  # a job that already exited (a zombie) has no resident pages
-            self.peak_mb = max(self.peak_mb or 0.0, total / 1_000_000)
-        return True
-
-    def _stop(self, reason: str) -> str:
-        """SIGTERM the job's process group, then SIGKILL it after a grace period."""
-        _kill_group(self.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE_SECONDS
-        while not self._reaped():
-            if time.monotonic() >= deadline:
-                _kill_group(self.process.pid, signal.SIGKILL)
-                deadline = float("inf")
-            time.sleep(0.01)
-        return reason
-
-
-def _tree_rss_bytes(pid: int) -> int | None:
-    """Resident bytes of ``pid`` and its descendants; ``None`` if it is gone."""
-    try:
-        import psutil
-    except ImportError:  # a worker with only the shipped runtime: read /proc directly
-        return _tree_rss_from_proc(pid)
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0
-    for member in tree:
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-def _tree_rss_from_proc(pid: int) -> int | None:
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/statm") as handle:
-                rss[int(entry)] = int(handle.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            continue
-        # The field after the state letter is the parent's pid.
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    if pid not in rss:
-        return None
-    total, frontier = 0, [pid]
-    while frontier:
-        member = frontier.pop()
-        total += rss.get(member, 0)
-        frontier.extend(children.get(member, ()))
-    return total
-
-
 def _forward_termination(process: subprocess.Popen):
     """Make SIGTERM of this worker kill the job's group too (a pilot being shut down).
 
@@ -441,54 +301,16 @@ def _forward_termination(process: subprocess.Popen):
         return None
 
     def terminate(signum, frame):
-        _kill_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid, signal.SIGKILL)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
     return signal.signal(signal.SIGTERM, terminate)
 
 
-class _ExitNotifier:
-    """Waits up to a given time for a process to exit.
-
-    With a pidfd (Linux 5.3+) a wait ends the moment the job exits, so a short job
-    costs no polling delay; elsewhere it simply sleeps.
-    """
-
-    def __init__(self, pid: int):
-        try:
-            self._pidfd: int | None = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
-
-    def wait(self, seconds: float) -> None:
-        if self._pidfd is None:
-            time.sleep(seconds)
-            return
-        import select
-
-        select.select([self._pidfd], [], [], seconds)
-
-    def __enter__(self) -> _ExitNotifier:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-
-
 def _private(path: str, flags: int) -> int:
     """Open a log file readable by the owner and group only: logs may hold secrets."""
     return os.open(path, flags, 0o640)
-
-
-def _own_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as handle:
-            resident_pages = int(handle.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1_000_000
 
 
 def _read_result(path: str) -> str | None:

@@ -5,7 +5,7 @@
 hang-ups, logging to ``runs/<id>/driver.log``, and returns at once.
 
 A driver killed with SIGKILL leaves Parsl's worker pools (and, on a batch system, its
-pilots) behind. The interchange already dies with its driver (:mod:`executor.lifeline`)
+pilots) behind. The interchange already dies with its driver (:mod:`executor.sites.lifeline`)
 and pools then exit on their own within a heartbeat threshold; ``pilot restart`` and
 ``pilot cancel`` do not wait for that: :func:`clean_up_after_dead_driver` stops them.
 """
@@ -168,7 +168,7 @@ def _live_pilot_job_ids(store: Store, run_id: str) -> list[str]:
     tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master")}
     if "pilots" not in tables:
         return []
-    from executor.pilots import ENDED_STATES
+    from executor.driver.pilots import ENDED_STATES
 
     marks = ", ".join("?" * len(ENDED_STATES))
     rows = store.query(

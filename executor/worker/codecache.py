@@ -1,6 +1,6 @@
 """The worker's side of shipping: a per-node cache of code trees, keyed by sha256.
 
-A tarball built by :mod:`executor.shipping` reaches a worker either as a path (sites
+A tarball built by :mod:`executor.shipping.tarball` reaches a worker either as a path (sites
 with a shared filesystem: it sits in the run directory) or as bytes carried with a
 bundle, possibly in chunks (sites without one). Either way it is verified against
 its sha256 *before* anything is unpacked, checked member by member (absolute paths,
@@ -11,7 +11,7 @@ concurrent workers unpack it once and a half-unpacked tree is never used.
 
 This module imports only the standard library and nothing from pilot: it is also
 sent as source text to workers that do not have pilot installed (see
-:mod:`executor.runtime`), and used there to unpack pilot's own worker runtime.
+:mod:`executor.shipping.runtime`), and used there to unpack pilot's own worker runtime.
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def bootstrap(specs: list[dict[str, Any]], code: list[dict[str, Any]], package: 
     """Run a bundle with pilot's worker runtime taken from the shipped code itself.
 
     Called on a worker that has only Python (and its executor software): this
-    module's source arrives with the bundle (see :mod:`executor.runtime`), unpacks
+    module's source arrives with the bundle (see :mod:`executor.shipping.runtime`), unpacks
     the runtime tarball ``package`` like any other shipment, and hands over to it.
     """
     import importlib
@@ -328,5 +328,5 @@ def bootstrap(specs: list[dict[str, Any]], code: list[dict[str, Any]], package: 
     runtime = ready[runtime_items[0]["sha256"]]
     if runtime not in sys.path:
         sys.path.append(runtime)  # last: it holds only the runtime, never shadows user code
-    worker = importlib.import_module(package + ".worker")
+    worker = importlib.import_module(package + ".bundle")
     return worker.run_bundle(specs, code)

@@ -18,9 +18,9 @@ from typing import Any
 from executor.formats import load_workflow
 from executor.formats.native import graph_to_dict
 from executor.formats.saved import saved_text
-from executor.graph import JobGraph
-from executor.pools import assign_pools
-from executor.states import JobState
+from executor.model.graph import JobGraph
+from executor.model.states import JobState
+from executor.policy.pools import assign_pools
 from executor.store import Store
 
 
@@ -57,7 +57,7 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
     run_dir = Path(run["run_dir"])
     new = load_workflow(workflow)
     if new.code:  # the edited workflow's code, as it is now, ships from here on
-        from executor.runs import ship_code
+        from executor.runs.start import ship_code
 
         ship_code(new, run_dir)
     site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))

@@ -6,8 +6,8 @@ field's annotation (``str``, ``bool``, ``int``, ``float``, ``X | None``, ``tuple
 of another type, naming the file, the field, the type expected, what was given and a
 valid example, so a wrong site file fails at load and never at the first submit.
 
-Fields in human units are annotated with a :class:`~executor.units.Unit`
-(``Annotated[float, DURATION]``, aliased :data:`~executor.units.Seconds`); they take a
+Fields in human units are annotated with a :class:`~executor.model.units.Unit`
+(``Annotated[float, DURATION]``, aliased :data:`~executor.model.units.Seconds`); they take a
 number or text such as ``10s`` or ``4GB`` and are converted here.
 
 Python is looser than YAML: ``True`` is an ``int``. A boolean is therefore refused
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from executor.errors import ConfigError
-from executor.units import Unit
+from executor.model.units import Unit
 
 __all__ = ["check_fields", "describe"]
 
@@ -137,7 +137,7 @@ def _convert(value: Any, hint: Any) -> Any:
             raise _WrongType
         return {_convert(key, args[0]): _convert(item, args[1]) for key, item in value.items()}
     if origin is not None:
-        raise TypeError(f"cannot check a field of type {hint!r}; see executor.sites.fields")
+        raise TypeError(f"cannot check a field of type {hint!r}; see executor.model.fields")
     if hint is Any:
         return value
     if hint is _NONE:
@@ -158,7 +158,7 @@ def _convert(value: Any, hint: Any) -> Any:
         if isinstance(value, hint):
             return value
         raise _WrongType
-    raise TypeError(f"cannot check a field of type {hint!r}; see executor.sites.fields")
+    raise TypeError(f"cannot check a field of type {hint!r}; see executor.model.fields")
 
 
 def describe(hint: Any) -> str:

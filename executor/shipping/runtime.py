@@ -3,12 +3,11 @@
 A remote endpoint (Globus Compute) should need only Python and its endpoint
 software. With a site's ``ship_runtime: true``, each bundle is sent as a call of the
 built-in :func:`eval` (present on every Python, so nothing of pilot is pickled by
-reference) whose arguments hold the source of :mod:`executor.codecache`, the
+reference) whose arguments hold the source of :mod:`executor.worker.codecache`, the
 bundle, and the code descriptors. On the worker, that source unpacks the runtime
-tarball (``worker.py``, ``inprocess.py``, ``codecache.py``, ``outcome_log.py`` in a
-package named by their hash, so two versions never collide in a long-lived worker)
-from the node's
-cache, and the runtime runs the bundle as usual.
+tarball (the modules of :mod:`executor.worker`, in a package named by their hash, so
+two versions never collide in a long-lived worker) from the node's cache, and the
+runtime runs the bundle as usual.
 """
 
 from __future__ import annotations
@@ -19,19 +18,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from executor import shipping
-from executor.shipping import Shipment
+from executor.shipping import tarball as shipping
+from executor.shipping.tarball import Shipment
 
-# The modules a worker needs, all standard-library only.
-RUNTIME_MODULES = ("codecache.py", "inprocess.py", "outcome_log.py", "worker.py")
 # What each bundle evaluates on the worker (see codecache.bootstrap).
 BOOTSTRAP = "exec(source, space) or space['bootstrap'](specs, code, package)"
 
 
 @functools.cache
 def _sources() -> dict[str, bytes]:
-    package = resources.files("executor")
-    return {name: package.joinpath(name).read_bytes() for name in RUNTIME_MODULES}
+    """Every module of the worker side (standard library only, importing each other
+    relatively), without its package ``__init__``."""
+    package = resources.files("executor.worker")
+    return {
+        entry.name: entry.read_bytes()
+        for entry in package.iterdir()
+        if entry.name.endswith(".py") and entry.name != "__init__.py"
+    }
 
 
 def package_name() -> str:
@@ -55,7 +58,7 @@ def build_runtime(into: Path) -> tuple[Shipment, str]:
 
 @functools.cache
 def _codecache_source() -> str:
-    return resources.files("executor").joinpath("codecache.py").read_text()
+    return resources.files("executor.worker").joinpath("codecache.py").read_text()
 
 
 def bootstrap_call(

@@ -1,0 +1,1 @@
+"""The driver side of a run: the run loop, the Parsl session, pilots, delivery."""

@@ -1,0 +1,1 @@
+"""A run's lifecycle: start, resume, drive, cancel, detach, revise."""

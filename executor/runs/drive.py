@@ -1,0 +1,123 @@
+"""Drive a run to its end, from the command line or from Python (:func:`run`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from executor.driver.loop import Driver, Progress, RunContext
+from executor.driver.parsl_session import ParslSession
+from executor.errors import RunFailed, SiteError, StoreError
+from executor.model.graph import JobGraph
+from executor.model.states import RunState
+from executor.runs.resume import recover_finished_jobs
+from executor.runs.start import start_run
+from executor.sites import get_site
+from executor.sites.base import SiteConfig
+from executor.store import Store, locate
+from executor.store.queries import get_run
+from executor.store.recorder import (
+    RunRecorder,
+    abandon_unfinished,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def drive(
+    store: Store,
+    graph: JobGraph,
+    site: SiteConfig,
+    context: RunContext,
+    *,
+    done_per_label: dict[str, int] | None = None,
+    attempts: dict[str, int] | None = None,
+    on_progress: Progress | None = None,
+    session: ParslSession | None = None,
+) -> RunState:
+    """Run until every job is final or the run is cancelled; return the final state.
+
+    Raises :class:`RunFailed` when the site fails in the middle of the run (the run is
+    recorded as failed; ``pilot restart`` continues it).
+    """
+    recorder = RunRecorder(store, context.run_id)
+    driver = Driver(
+        graph, site, context, recorder,
+        attempts_so_far=attempts, on_progress=on_progress,
+        done_per_label=done_per_label, session=session,
+    )  # fmt: skip
+    with driver.signals_cancel():
+        try:
+            with driver:
+                state = driver.run()
+        except BaseException as exc:
+            # Never leave the run, its jobs or their attempts "running" with no driver.
+            # Parsl has stopped (leaving `with driver`): what the workers finished is final.
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            final = RunState.CANCELLED if interrupted else RunState.FAILED
+            message = "interrupted" if interrupted else f"driver error: {exc}"
+            _close_abandoned(store, recorder, final, message)
+            if isinstance(exc, SiteError):
+                raise RunFailed(
+                    f"run {context.run_id} failed: {exc}", run_id=context.run_id
+                ) from exc
+            raise
+    from executor.report.html import write_final_report
+
+    # After Parsl has stopped; never raises, so the report cannot change the outcome.
+    write_final_report(store, context.run_id, context.run_dir / "report.html")
+    return state
+
+
+def _close_abandoned(store: Store, recorder: RunRecorder, final: RunState, message: str) -> None:
+    """Record what a driver that stopped on an error knew, then end its run as ``final``."""
+    try:
+        recorder.flush()
+    except StoreError:  # the very write that failed: its outcomes are in the outcome log
+        recorder.discard_pending()
+    try:
+        recover_finished_jobs(store, get_run(store, recorder.run_id))
+        abandon_unfinished(store, recorder.run_id, final, message)
+    except StoreError:  # the store itself is failing: the original error says more
+        logger.exception("could not record how run %s ended", recorder.run_id)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns."""
+
+    run_id: str
+    state: RunState
+    run_dir: Path
+
+
+def run(
+    workflow: JobGraph | Any,
+    *,
+    site: str | SiteConfig | None = None,
+    db: str | os.PathLike | None = None,
+) -> RunResult:
+    """Run a workflow to the end from Python and return its id and final state.
+
+    ``workflow`` is a :class:`JobGraph`, a :class:`~executor.model.workflow.Workflow` or a
+    path to a workflow file. Results land in the same database ``pilot status`` reads.
+    """
+    from executor.formats import load_workflow
+
+    source = None
+    if isinstance(workflow, (str, os.PathLike)):
+        source = Path(workflow)
+        graph = load_workflow(source)
+    elif isinstance(workflow, JobGraph):
+        graph = workflow
+    else:
+        graph = workflow.build()
+    site_config = site if isinstance(site, SiteConfig) else get_site(site)
+    locations = locate(db, site_db=site_config.monitoring_db)
+    with Store(locations.db) as store:
+        context = start_run(graph, site_config, store, locations, source=source)
+        state = drive(store, graph, site_config, context)
+    return RunResult(run_id=context.run_id, state=state, run_dir=context.run_dir)

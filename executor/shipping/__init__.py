@@ -1,0 +1,1 @@
+"""The user's code (and pilot's worker runtime) as content-addressed tarballs."""

@@ -1,0 +1,1 @@
+"""What runs inside a pilot. Standard library only: shipped as the worker runtime."""
