@@ -190,21 +190,21 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
     convert("memory", parse_memory)
     convert("walltime", parse_duration)
     convert("memory_max", parse_memory)
-    unless = merged.get("retry_unless_exit") or []
-    if isinstance(unless, int):
-        unless = [unless]
-    if not isinstance(unless, list):
-        problems.append("retry_unless_exit: must be a list of exit codes, e.g. [2, 3]")
-        unless = []
+    def as_list(key: str, single: type, expected: str) -> list[Any]:
+        """The value of ``key`` as a list; one ``single`` value stands for a list of one."""
+        value = merged.get(key) or []
+        if isinstance(value, single):
+            return [value]
+        if isinstance(value, list):
+            return value
+        problems.append(f"{key}: must be {expected}")
+        return []
+
+    unless = as_list("retry_unless_exit", int, "a list of exit codes, e.g. [2, 3]")
     command = merged.get("command")
     if isinstance(command, list):
         command = tuple(command)
-    after = merged.get("after") or []
-    if isinstance(after, str):
-        after = [after]
-    if not isinstance(after, list):
-        problems.append("after: must be a list of job names")
-        after = []
+    after = as_list("after", str, "a list of job names")
     args = merged.get("args") or []
     kwargs = merged.get("kwargs") or {}
     if not isinstance(args, list):
