@@ -16,6 +16,17 @@ from executor.model.states import JobState, RunState
 from executor.store import Store
 from executor.store.recorder import RunRecorder, create_run
 
+# The moves a driver records to bring a job from pending to each state.
+_PATHS = {
+    JobState.PENDING: (),
+    JobState.READY: (JobState.READY,),
+    JobState.RUNNING: (JobState.READY, JobState.RUNNING),
+    JobState.SUCCEEDED: (JobState.READY, JobState.RUNNING, JobState.SUCCEEDED),
+    JobState.FAILED: (JobState.READY, JobState.RUNNING, JobState.FAILED),
+    JobState.BLOCKED: (JobState.BLOCKED,),
+    JobState.CANCELLED: (JobState.CANCELLED,),
+}
+
 # Job names, labels, commands and logs are user data; the pages must show these as text.
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_LABEL = "<img src=x onerror=alert(2)>"
@@ -68,9 +79,9 @@ def seed_run(
                     "stderr": str(stderr),
                 },
             )  # fmt: skip
-            recorder.job_state(job["name"], job_state, attempts=1)
+            record_reaching(recorder, job["name"], job_state, attempts=1)
         else:
-            recorder.job_state(job["name"], job_state)
+            record_reaching(recorder, job["name"], job_state)
         recorder.flush()
     if state is not RunState.RUNNING:
         recorder.run_state(state)
@@ -81,3 +92,14 @@ def seed_run(
             )
         )
     return store.query("SELECT * FROM runs WHERE id = ?", [run_id])[0]
+
+
+def record_reaching(
+    recorder: RunRecorder, name: str, state: JobState, *, attempts: int | None = None
+) -> None:
+    """Queue the legal moves that bring job ``name`` from pending to ``state``.
+
+    The store refuses any other (executor.store.moves); ``attempts`` goes with the last.
+    """
+    for step in _PATHS[state]:
+        recorder.job_state(name, step, attempts=attempts if step is state else None)

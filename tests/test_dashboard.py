@@ -144,7 +144,7 @@ def test_json_endpoints_and_headers(seeded: Dashboard) -> None:
     assert run["run"] == "run-x" and run["progress"] == {"done": 1, "total": 1, "running": 0}
     status, _, body = _get(seeded.url + "api/runs/run-x")
     detail = json.loads(body)
-    assert detail["failures"][0]["stderr_tail"] == ["<b>not bold</b>"]
+    assert detail["failures"][0]["example"]["stderr_tail"] == ["<b>not bold</b>"]
     assert _get(seeded.url + "api/runs/nope")[0] == 404
     status, _, body = _get(seeded.url + "api/runs/run-x/figures")
     assert set(json.loads(body)) == {"gantt", "busy", "runtime", "memory"}

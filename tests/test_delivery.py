@@ -15,6 +15,7 @@ from executor.driver.delivery import CodeDelivery
 from executor.shipping.runtime import bootstrap_call, build_runtime
 from executor.shipping.tarball import build
 from executor.worker.bundle import run_bundle
+from executor.worker.outcome import FIELDS
 
 
 @pytest.fixture
@@ -138,6 +139,7 @@ def test_the_shipped_runtime_runs_a_bundle_where_pilot_is_not_installed(shipment
     assert done.returncode == 0, done.stderr.decode()
     outcomes = pickle.loads(done.stdout)
     assert [o["state"] for o in outcomes] == ["succeeded"] * 3, outcomes
+    assert all(tuple(o) == FIELDS for o in outcomes)  # the runtime's copy of Outcome
     assert outcomes[0]["result"] == outcomes[1]["result"] == "43"
     assert outcomes[1]["peak_rss_mb"] is None or outcomes[1]["peak_rss_mb"] > 0
     printed = Path(outcomes[2]["stdout"]).read_text().strip()

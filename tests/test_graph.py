@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from executor import Workflow
 from executor.errors import GraphError
-from executor.formats import graph_from_dict, load_workflow
+from executor.formats import graph_from_dict, graph_to_dict, load_workflow
+from executor.formats.native import graph_from_saved
 from executor.model.graph import Job, JobGraph, default_label
 from executor.model.states import JobState
 from executor.policy.schedule import Schedule
@@ -28,6 +29,13 @@ def graph(*specs: str, name: str = "g") -> JobGraph:
         after = tuple(p for p in parents.split(",") if p)
         jobs.append(Job(name=job_name, label=default_label(job_name), command="true", after=after))
     return JobGraph(name, jobs)
+
+
+def unfinished_part(g: JobGraph, succeeded: set[str]) -> JobGraph:
+    """What a restart drives once ``succeeded`` are done: the rest of the saved workflow,
+    rebuilt as :func:`executor.runs.resume.load_run` does (``keep``)."""
+    keep = {name for name in g.names if name not in succeeded}
+    return graph_from_saved(graph_to_dict(g), source="<saved>", keep=keep)
 
 
 def job_fields(g: JobGraph) -> list[dict]:
@@ -326,10 +334,12 @@ def test_depths_and_longest_chain_agree(g):
 @PROPERTY
 @given(g=random_dags(), data=st.data())
 def test_schedule_runs_every_job_correctly(g, data):
-    # A restart's succeeded jobs: any set closed under "ancestors of".
+    # A restart's succeeded jobs: any set closed under "ancestors of". The restart drives
+    # the rest only; it must rank and release them as the whole graph would.
     picked = data.draw(st.sets(st.sampled_from(g.names)), label="succeeded")
     done_before = set(picked).union(*(ancestors(g, name) for name in picked))
-    schedule = Schedule(g, succeeded=sorted(done_before))
+    schedule = Schedule(unfinished_part(g, done_before))
+    assert set(schedule.state) == set(g.names) - done_before
     depth = g.depths()
     rank = {name: (-depth[name], i) for i, name in enumerate(g.names)}
 
@@ -390,7 +400,7 @@ def test_schedule_runs_every_job_correctly(g, data):
 
     assert not running
     assert schedule.pop_ready(10) == []
-    assert schedule.state == outcome
+    assert {**dict.fromkeys(done_before, JobState.SUCCEEDED), **schedule.state} == outcome
     assert set(outcome) == set(g.names)
     assert set(outcome.values()) <= FINAL
     assert not popped & done_before
@@ -406,7 +416,7 @@ def test_schedule_runs_every_job_correctly(g, data):
 @PROPERTY
 @given(random_dags())
 def test_schedule_all_succeeded_is_finished(g):
-    schedule = Schedule(g, succeeded=g.names)
+    schedule = Schedule(unfinished_part(g, set(g.names)))
     assert schedule.finished
     assert schedule.ready_count == 0
     assert schedule.pop_ready(5) == []
@@ -465,9 +475,27 @@ def test_failure_blocks_descendants_only():
     }
 
 
-def test_restart_skips_succeeded_jobs():
-    schedule = Schedule(graph("a", "b<a", "c<b", "x"), succeeded=["a", "b"])
-    assert schedule.state["a"] is schedule.state["b"] is JobState.SUCCEEDED
+def test_restart_skips_succeeded_jobs(tmp_path, pilot_home):
+    from executor.model.states import RunState
+    from executor.runs.resume import load_run
+    from executor.runs.start import start_run
+    from executor.sites import get_site
+    from executor.store import Store, locate
+    from executor.store.recorder import RunRecorder
+
+    locations = locate()
+    with Store(locations.db) as store:
+        context = start_run(graph("a", "b<a", "c<b", "x"), get_site(None), store, locations)
+        recorder = RunRecorder(store, context.run_id)
+        for name in ("a", "b"):
+            for state in (JobState.READY, JobState.RUNNING, JobState.SUCCEEDED):
+                recorder.job_state(name, state)
+        recorder.run_state(RunState.FAILED)
+        recorder.flush()
+        resumed = load_run(store, context.run_id)
+    schedule = Schedule(resumed.graph)  # as the restart's driver builds it
+    assert set(schedule.state) == {"c", "x"}
+    assert resumed.done_per_label == {"a": 1, "b": 1}
     assert schedule.pop_ready(5) == ["c", "x"]
     schedule.succeed("c")
     assert not schedule.finished

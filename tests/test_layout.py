@@ -71,7 +71,10 @@ def _imports(module: str) -> tuple[tuple[str, ast.AST, bool], ...]:
     """(imported module, node, whether inside a ``try`` that catches ImportError)."""
     tree = ast.parse(_modules()[module].read_text())
     guarded: set[int] = set()
+    typing_only: set[int] = set()  # under `if TYPE_CHECKING:`: never imported at run time
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(child) for stmt in node.body for child in ast.walk(stmt))
         if isinstance(node, ast.Try) and any(
             isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
             for h in node.handlers
@@ -79,6 +82,8 @@ def _imports(module: str) -> tuple[tuple[str, ast.AST, bool], ...]:
             guarded.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     found = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -13,14 +13,17 @@ from pathlib import Path
 import pytest
 from seed import seed_run
 
+from executor.driver.delivery import code_never_arrived
+from executor.driver.parsl_session import outcomes_of
 from executor.errors import RunNotFound, RunStateError
-from executor.model.states import JobState, RunState
+from executor.model.states import FailureClass, JobState, RunState
 from executor.runs.cancel import cancel
 from executor.store import Store
 from executor.store.queries import get_run
 from executor.store.recorder import RunRecorder, recover_outcomes
 from executor.worker import bundle as worker
 from executor.worker import outcome_log
+from executor.worker.outcome import FIELDS, failed, succeeded
 
 
 def _spec(tmp_path: Path, job: str, command: str | None = None, **extra) -> dict:
@@ -132,6 +135,32 @@ def test_the_record_is_written_before_the_next_job_of_the_bundle_starts(tmp_path
 def store(tmp_path: Path):
     with Store(tmp_path / "monitoring.db") as opened:
         yield opened
+
+
+# -- one definition of an outcome, for the worker, the driver and the store -------------------
+def test_every_outcome_field_is_a_column_of_the_attempts_table(store: Store) -> None:
+    # The recorder writes every field: a field added to Outcome needs a migration too.
+    columns = {row["name"] for row in store.query("PRAGMA table_info(attempts)")}
+    assert set(FIELDS) - columns == set()
+
+
+def test_outcomes_the_driver_makes_have_every_field_like_the_workers() -> None:
+    class ManagerLost(Exception):
+        pass
+
+    class LostBundle:
+        def result(self):
+            raise ManagerLost("the pilot went away")
+
+    lost = outcomes_of(LostBundle(), 2)
+    assert isinstance(lost, list) and lost[0] is not lost[1]
+    made = [*lost, code_never_arrived({"ab" * 32: [0]}), failed("timeout", "late"), succeeded()]
+    for outcome in made:
+        assert tuple(outcome) == FIELDS
+        assert outcome["end"] is not None
+    assert lost[0]["failure_class"] == FailureClass.PILOT_LOST.value
+    assert made[2]["failure_class"] == FailureClass.CODE_UNAVAILABLE.value
+    assert made[-1]["state"] == "succeeded" and made[-1]["failure_class"] is None
 
 
 def _running_run(store: Store, tmp_path: Path, names: list[str]) -> dict:

@@ -88,6 +88,33 @@ def test_function_jobs_are_packed_and_cannot_disturb_each_other(tmp_path: Path, 
     assert run_pilot("logs", run_id, "f-4").stdout == "checked 4\n"
 
 
+def _first_bundle(run_id: str, names: list[str]) -> list[dict]:
+    """The attempts of the run's first bundle (its jobs were handed to Parsl together)."""
+    with Store(locate().db) as store:
+        attempts = [a for n in names for a in attempts_of(store, run_id, n)]
+    first = min(a["submitted"] for a in attempts)
+    return [a for a in attempts if a["submitted"] == first]
+
+
+def test_a_rerun_packs_from_its_first_submission(tmp_path: Path, pilot_home: Path):
+    # No `warm` job: only an earlier run of the workflow can say that `t` is short.
+    jobs = [{"name": f"t-{i}", "label": "t", "command": "true"} for i in range(40)]
+    path = write_workflow(tmp_path, {"name": "rerun", "jobs": jobs})
+    names = [j["name"] for j in jobs]
+
+    runs = []
+    for _ in range(2):
+        result = run_pilot("submit", path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs.append(result.stdout.split()[1])
+
+    assert len(_first_bundle(runs[0], names)) == 1  # runtimes unknown: one job to a bundle
+    first = _first_bundle(runs[1], names)
+    assert len(first) > 1, "the rerun did not start from the first run's runtimes"
+    assert all(a["state"] == "succeeded" for a in first)
+    assert len({a["block_id"] for a in first}) == 1  # one bundle: one pilot ran them all
+
+
 def test_static_clustering_by_a_user_key(tmp_path: Path, pilot_home: Path):
     # Runtimes are unknown, so without clustering every job would run alone.
     jobs = [{"name": f"j-{i}", "label": "j", "command": "true", "cluster": f"visit{i % 2}"}

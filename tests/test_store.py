@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 from helpers import started_together, wait_for
+from seed import record_reaching
 
 from executor.errors import RunStateError, StoreError
 from executor.model.states import JOB_STATES, JobState, RunState
@@ -105,7 +106,7 @@ def _new_run(
 def _set_states(store: Store, run_id: str, states: dict[str, JobState]) -> None:
     recorder = RunRecorder(store, run_id)
     for name, state in states.items():
-        recorder.job_state(name, state)
+        record_reaching(recorder, name, state)
     recorder.flush()
 
 
@@ -260,6 +261,7 @@ def test_recorder_writes_jobs_attempts_and_events(store: Store, tmp_path: Path) 
 def test_attempt_count_queued_earlier_in_a_batch_is_kept(store: Store, tmp_path: Path) -> None:
     _new_run(store, tmp_path, [("a", "a")])
     recorder = RunRecorder(store, "run-1")
+    recorder.job_state("a", JobState.READY)
     recorder.job_state("a", JobState.RUNNING, attempts=2)
     recorder.job_state("a", JobState.FAILED)
     recorder.flush()
@@ -276,7 +278,7 @@ def test_flush_with_nothing_queued_writes_nothing(store: Store, tmp_path: Path) 
 def test_run_state_records_the_end(store: Store, tmp_path: Path) -> None:
     _new_run(store, tmp_path, [("a", "a")])
     recorder = RunRecorder(store, "run-1")
-    recorder.job_state("a", JobState.FAILED)
+    record_reaching(recorder, "a", JobState.FAILED)
     recorder.run_state(RunState.FAILED, message="1 job failed")
     run = get_run(store, "run-1")
     assert run["state"] == "failed" and run["ended"] is not None
@@ -408,7 +410,7 @@ def _restartable_run(store: Store, tmp_path: Path, driver: dict[str, Any]) -> No
     recorder.attempt_submitted("done", 1, time.time())
     recorder.attempt_finished("done", 1, {"state": "succeeded", "exit_code": 0})
     for name, state in RESTART_JOBS:
-        recorder.job_state(name, state, attempts=1 if name in ("busy", "done") else None)
+        record_reaching(recorder, name, state, attempts=1 if name in ("busy", "done") else None)
     recorder.flush()
 
 
@@ -483,7 +485,9 @@ def test_concurrent_threads_lose_no_row(db_path: Path, tmp_path: Path) -> None:
                 recorder = RunRecorder(own, "run-1")
                 start.wait(timeout=60)
                 for i in range(FLUSHES):
-                    recorder.job_state(job, JobState.RUNNING, attempts=i + 1)
+                    # Back and forth, as a retried job moves: every move is legal.
+                    state = JobState.RUNNING if i % 2 else JobState.READY
+                    recorder.job_state(job, state, attempts=i + 1)
                     recorder.flush()
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
@@ -621,7 +625,8 @@ with Store(path, journal=journal) as store:
     sys.stdin.readline()
     started, longest = time.time(), 0.0
     for i in range(updates):
-        recorder.job_state(job, JobState.RUNNING, attempts=i + 1)
+        state = JobState.RUNNING if i % 2 else JobState.READY  # every move legal
+        recorder.job_state(job, state, attempts=i + 1)
         if i % batch == batch - 1:
             before = time.monotonic()
             recorder.flush()

@@ -269,18 +269,14 @@ def logs(run: str, job: str, attempt: int | None, which: str | None, db: Path | 
     """
     import difflib
 
-    from executor.store.queries import attempts_of, get_run, job_row
+    from executor.store.queries import attempts_of, get_run, job_names, job_row
 
     store, _ = open_store(db)
     with store:
         run_row = get_run(store, run)
         row = job_row(store, run_row["id"], job)
         if row is None:
-            names = [
-                r["name"]
-                for r in store.query("SELECT name FROM jobs WHERE run_id = ?", [run_row["id"]])
-            ]
-            close = difflib.get_close_matches(job, names, n=3)
+            close = difflib.get_close_matches(job, job_names(store, run_row["id"]), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise BadInput(f"run {run_row['id']} has no job {job!r}{hint}")
         attempts = attempts_of(store, run_row["id"], job)

@@ -1,17 +1,18 @@
 """Where a run lives, and what a worker is told about each job attempt.
 
-A job spec is a plain dict: it crosses to the worker (which imports nothing of the
-driver's side) and back, so it holds only JSON-able values.
+A job spec (:class:`executor.worker.spec.JobSpec`) is a plain dict: it crosses to the
+worker (which imports nothing of the driver's side) and back, so it holds only JSON-able
+values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from executor.model.graph import Job
 from executor.shipping.tarball import Shipment
+from executor.worker.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def job_spec(
     memory_tolerance: float,
     *,
     shared_filesystem: bool = True,
-) -> dict[str, Any]:
+) -> JobSpec:
     """What :func:`executor.worker.bundle.run_job` needs to run one attempt of ``job``.
 
     On a shared filesystem the worker also appends the attempt's outcome to the run

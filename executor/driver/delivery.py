@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from executor.model.states import FailureClass
 from executor.shipping.tarball import Shipment
+from executor.worker.outcome import Outcome, failed
 
 # Room left in a task's payload for the bundle's job descriptions.
 PAYLOAD_HEADROOM = 0.25
@@ -148,13 +150,10 @@ def plan_delivery(
     return delivery, package
 
 
-def code_never_arrived(missing: dict[str, list[int]]) -> dict[str, Any]:
+def code_never_arrived(missing: dict[str, list[int]]) -> Outcome:
     """The outcome of each job of a bundle whose node kept lacking code after every resend."""
-    import time
-
-    return {
-        "state": "failed", "failure_class": "code_unavailable", "end": time.time(),
-        "exit_code": None, "signal": None,
-        "message": f"the shipped code never arrived whole on the worker's node "
+    return failed(
+        FailureClass.CODE_UNAVAILABLE.value,
+        "the shipped code never arrived whole on the worker's node "
         f"(still missing: {', '.join(sha[:12] for sha in missing)})",
-    }  # fmt: skip
+    )

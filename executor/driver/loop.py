@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from executor.driver.context import RunContext, job_spec
@@ -31,7 +30,13 @@ from executor.driver.pilots import PilotTracker
 from executor.errors import SiteError
 from executor.model.graph import JobGraph
 from executor.model.states import JOB_STATES, FailureClass, JobState, RunState, can_move
-from executor.policy.packing import PackingPolicy, RuntimeEstimates, plan_bundles, plan_static
+from executor.policy.packing import (
+    PackingPolicy,
+    RuntimeEstimates,
+    bundle_slots,
+    free_room,
+    plan_submission,
+)
 from executor.policy.pools import PoolConfig, misfit_message, select_pool
 from executor.policy.retrying import RetryState, decide
 from executor.policy.scaling import blocks_to_start
@@ -40,7 +45,9 @@ from executor.shipping.runtime import bootstrap_call
 from executor.sites.base import SiteConfig
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
+from executor.worker.outcome import LoggedOutcome, Outcome, failed
 from executor.worker.outcome_log import OutcomeReader
+from executor.worker.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,9 @@ class Driver:
         The store writer for this run.
     attempts_so_far
         Attempts each job already had (a restart continues the numbering).
+    estimates
+        Mean runtime per label measured by earlier runs of the workflow (and by this
+        run before a restart), so packing starts from the first submission.
     done_per_label
         Succeeded jobs per label that are not in ``graph`` (a restart rebuilds only
         the unfinished part), for the progress counts.
@@ -101,7 +111,7 @@ class Driver:
         self._retry: dict[str, RetryState] = {}
         self._in_flight: dict[str, tuple[int, str]] = {}  # job -> (attempt, pool) in Parsl
         # bundle id -> pool, jobs (name, attempt), their specs: all a resend needs
-        self._bundles: dict[int, tuple[str, list[tuple[str, int]], list[dict[str, Any]]]] = {}
+        self._bundles: dict[int, tuple[str, list[tuple[str, int]], list[JobSpec]]] = {}
         self._resends: dict[int, int] = {}  # bundle id -> times sent again for missing code
         self._delivery, self._runtime_package = plan_delivery(
             site, context.shipment, context.run_dir
@@ -119,9 +129,8 @@ class Driver:
             self._outcomes.read_new()
         self._cancel = threading.Event()
         self._abort: str | None = None  # why the run is being aborted (abort_on_exit)
-        # Each pool is handed at most twice as many bundles as it has worker slots, so
-        # its workers never wait for the driver and the graph never becomes all futures.
-        self._capacity = {p.name: 2 * site.workers(p) * p.max_blocks for p in site.pools}
+        # Bundles each pool may hold at once (the packing policy's bundle slots).
+        self._capacity = {p.name: bundle_slots(site.workers(p), p.max_blocks) for p in site.pools}
         self._load = dict.fromkeys(self._capacity, 0)
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
         # What the store says, and so what progress shows: every unfinished job is
@@ -251,62 +260,26 @@ class Driver:
             raise SiteError(misfit_message(name, job.cores, self._memory(name), self.site.pools))
         return pool
 
-    def _bundle_size(self, label: str) -> int:
-        """How many jobs of ``label`` one bundle would hold (1: unknown or long)."""
-        if self.graph.clustering is not None:  # static clustering: the user's size
-            return self.graph.clustering.max_size
-        estimate = self._estimates.as_mapping().get(label)
-        policy = self._packing
-        if policy.target_seconds <= 0 or estimate is None or policy.long(estimate):
-            return 1
-        return max(1, min(policy.max_jobs, int(policy.target_seconds / max(estimate, 1e-4))))
-
     def _submit_ready(self) -> None:
-        """Hand Parsl new bundles for every pool with free room."""
-        free = {pool: self._capacity[pool] - self._load[pool] for pool in self._capacity}
-        if not any(room > 0 for room in free.values()) or not self.schedule.ready_count:
+        """Hand Parsl the bundles the packing policy plans for the ready jobs; requeue the rest."""
+        if not self.schedule.ready_count or not any(free_room(self._capacity, self._load).values()):
             return
-        self._waiting = dict.fromkeys(self._capacity, 0)
-        used = dict.fromkeys(self._capacity, 0.0)
-        pool_of: dict[str, PoolConfig] = {}
-        sizes: dict[str, int] = {}
-        # A fair share: no bundle takes more of the ready jobs than one slot's part, so a
-        # few ready jobs spread over all workers instead of queueing behind one.
-        share = max(1, self.schedule.ready_count // max(1, sum(self._capacity.values())))
-
-        def has_room(name: str) -> bool:
-            # A job of a label packed n to a bundle uses 1/n of a bundle slot.
-            pool = pool_of[name] = self._pool_for(name)
-            label = self.graph[name].label
-            if label not in sizes:
-                sizes[label] = self._bundle_size(label)
-                if self.graph.clustering is None:
-                    sizes[label] = min(share, sizes[label])
-            size = sizes[label]
-            if used[pool.name] + 1 / size <= free[pool.name] + 1e-9:
-                used[pool.name] += 1 / size
-                return True
-            self._waiting[pool.name] += 1
-            return False
-
-        taken = self.schedule.pop_ready(self.schedule.ready_count, accept=has_room)
-        by_pool: dict[str, list[tuple[str, str]]] = {}
-        for name in taken:
-            by_pool.setdefault(pool_of[name].name, []).append((name, self.graph[name].label))
-        estimates = self._estimates.as_mapping()
         clustering = self.graph.clustering
-        for pool_name, jobs in by_pool.items():
-            if clustering is not None:
-                keyed = [(name, clustering.key(self.graph[name])) for name, _ in jobs]
-                bundles = plan_static(keyed, clustering.max_size)
-            else:
-                policy = replace(self._packing, max_jobs=min(self._packing.max_jobs, share))
-                bundles = plan_bundles(jobs, estimates, policy, max(1, free[pool_name]))
-            for bundle in bundles[: max(0, free[pool_name])]:
-                self._submit_bundle(self.site.pool(pool_name), bundle)
-            for bundle in bundles[max(0, free[pool_name]) :]:
-                for name in bundle:  # more bundles than room: back to the queue
-                    self.schedule.requeue(name)
+        ready = []  # ReadyJob fields, as plain tuples: thousands of them a round
+        for name in self.schedule.pop_ready(self.schedule.ready_count):
+            job = self.graph[name]
+            key = clustering.key(job) if clustering is not None else None
+            ready.append((name, job.label, self._pool_for(name).name, key))
+        plan = plan_submission(
+            ready, slots=self._capacity, in_flight=self._load,
+            estimates=self._estimates.as_mapping(), policy=self._packing,
+            cluster_max=clustering.max_size if clustering is not None else None,
+        )  # fmt: skip
+        self._waiting = plan.waiting
+        for pool, bundles in plan.bundles.items():
+            for bundle in bundles:
+                self._submit_bundle(self.site.pool(pool), bundle)
+        self.schedule.put_back(plan.put_back)
 
     def _submit_bundle(self, pool: PoolConfig, names: list[str]) -> None:
         bundle_id = self._next_bundle
@@ -331,9 +304,7 @@ class Driver:
         code = self._delivery.payload(pool.name) if self._delivery else None
         self._send(bundle_id, pool.name, specs, code)
 
-    def _send(
-        self, bundle_id: int, pool: str, specs: list[dict[str, Any]], code: list | None
-    ) -> None:
+    def _send(self, bundle_id: int, pool: str, specs: list[JobSpec], code: list | None) -> None:
         app = self._apps[pool]
         if self._runtime_package is not None:
             future = app(*bootstrap_call(specs, code or [], self._runtime_package))
@@ -391,9 +362,17 @@ class Driver:
         for bundle_id, future in finished:
             self._settle(bundle_id, future)
 
-    def _settle_recorded(self, record: dict[str, Any]) -> None:
-        """Settle a job that finished inside a bundle that is still running."""
+    def _settle_recorded(self, record: LoggedOutcome) -> None:
+        """Settle a job that finished inside a bundle that is still running.
+
+        A job killed by a signal its worker did not send waits for its bundle: the
+        signal may be its pilot ending (Slurm signals every process of a job that
+        reaches its walltime or is cancelled), and then the job is ``pilot_lost``,
+        not failed. If the bundle returns, its result carries the same outcome.
+        """
         name, attempt = record["job"], record["attempt"]
+        if record["failure_class"] == FailureClass.SIGNAL.value:
+            return
         if self._in_flight.get(name, (None,))[0] == attempt:
             del self._in_flight[name]
             self._settle_job(name, attempt, record)
@@ -416,11 +395,12 @@ class Driver:
                 del self._in_flight[name]
                 self._settle_job(name, attempt, outcome)
 
-    def _settle_job(self, name: str, attempt: int, outcome: dict[str, Any]) -> None:
+    def _settle_job(self, name: str, attempt: int, outcome: Outcome) -> None:
         self.recorder.attempt_finished(name, attempt, outcome)
         if outcome["state"] == "succeeded":
-            if outcome.get("start") and outcome.get("end"):
-                self._estimates.add(self.graph[name].label, outcome["end"] - outcome["start"])
+            start, end = outcome.get("start"), outcome.get("end")
+            if start and end:
+                self._estimates.add(self.graph[name].label, end - start)
             self._record(name, JobState.SUCCEEDED)
             for child in self.schedule.succeed(name):
                 self._record(child, JobState.READY)
@@ -457,11 +437,11 @@ class Driver:
         self._load = dict.fromkeys(self._capacity, 0)
         for name, (attempt, _) in list(self._in_flight.items()):
             del self._in_flight[name]
-            self.recorder.attempt_finished(name, attempt, {
-                "state": "failed", "end": time.time(),
-                "failure_class": FailureClass.CANCELLED.value,
-                "message": "the run was cancelled; the worker did not report back in time",
-            })  # fmt: skip
+            unreported = failed(
+                FailureClass.CANCELLED.value,
+                "the run was cancelled; the worker did not report back in time",
+            )
+            self.recorder.attempt_finished(name, attempt, unreported)
             self.schedule.cancel(name)
             self._record(name, JobState.CANCELLED)
         self._commit()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from executor.model.states import FailureClass
+from executor.worker.outcome import CodeMissing, Outcome, failed
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def stop_parsl(dfk: Any, timeout: float) -> None:
         kill_executor(executor)
 
 
-def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]] | dict[str, Any]:
+def outcomes_of(future: Any, jobs: int) -> list[Outcome] | CodeMissing:
     """The worker's reports, or a pilot-level failure for every job when the bundle
     never reported (its worker or pilot died). A dict is the worker's request for
     shipped code its node lacks (see :mod:`executor.driver.delivery`)."""
@@ -90,11 +90,8 @@ def outcomes_of(future: Any, jobs: int) -> list[dict[str, Any]] | dict[str, Any]
         lost = type(exc).__name__ in ("ManagerLost", "WorkerLost")
         failure = FailureClass.PILOT_LOST if lost else FailureClass.SUBMIT_ERROR
         logger.warning("task failed in Parsl: %r", exc)
-        outcome = {
-            "state": "failed", "failure_class": failure.value, "end": time.time(),
-            "message": f"{type(exc).__name__}: {exc}", "exit_code": None, "signal": None,
-        }  # fmt: skip
-        return [dict(outcome) for _ in range(jobs)]
+        outcome = failed(failure.value, f"{type(exc).__name__}: {exc}")
+        return [outcome.copy() for _ in range(jobs)]
 
 
 # Parsl logs to these (exceptions from future callbacks go to concurrent.futures).

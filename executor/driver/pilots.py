@@ -19,35 +19,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from executor.model.states import ENDED_PILOT_STATES
 from executor.store.database import Store
+from executor.store.pilots import record_pilots
 
 logger = logging.getLogger(__name__)
 
 # How often, at most, the tracker asks the interchange about managers and writes.
 POLL_SECONDS = 2.0
-# Parsl's JobState names that end a block.
-ENDED_STATES = frozenset({"cancelled", "completed", "failed", "timeout", "missing", "scaled_in"})
-
-_UPSERT = (
-    "INSERT INTO pilots (run_id, pool, block_id, job_id, state, submitted, start, end, node, "
-    "cores, message) VALUES (:run_id, :pool, :block_id, :job_id, :state, :submitted, :start, "
-    ":end, :node, :cores, :message) ON CONFLICT (run_id, pool, block_id) DO UPDATE SET "
-    "job_id = excluded.job_id, state = excluded.state, "
-    "start = coalesce(excluded.start, pilots.start), end = excluded.end, "
-    "node = coalesce(excluded.node, pilots.node), cores = excluded.cores, "
-    "message = excluded.message"
-)
-
-# Where the backend does not say (or the pilot ended between polls), a pilot's node is
-# where its jobs ran, and it started no later than its first job.
-_FILL_FROM_ATTEMPTS = (
-    "UPDATE pilots SET "
-    "node = coalesce(node, (SELECT group_concat(DISTINCT a.host) FROM attempts a "
-    "WHERE a.run_id = pilots.run_id AND a.pool = pilots.pool AND a.block_id = pilots.block_id)), "
-    "start = coalesce(start, (SELECT min(a.start) FROM attempts a "
-    "WHERE a.run_id = pilots.run_id AND a.pool = pilots.pool AND a.block_id = pilots.block_id)) "
-    "WHERE run_id = ? AND (node IS NULL OR start IS NULL)"
-)
 
 
 @dataclass
@@ -137,7 +116,7 @@ class PilotTracker:
             provider_state = provider.state.name.lower() if provider is not None else None
             # Parsl calls every ended block whose workers went away "missing"; the
             # provider still knows whether it timed out, was cancelled or completed.
-            if provider_state in ENDED_STATES and state in ("missing", "running", "pending"):
+            if provider_state in ENDED_PILOT_STATES and state in ("missing", "running", "pending"):
                 state = provider_state
             pilot.node = resources.get(pilot.job_id, {}).get("node") or pilot.node
             if status is not None and status.message and state in ("failed", "missing"):
@@ -155,12 +134,12 @@ class PilotTracker:
 
     @staticmethod
     def _move(pilot: Pilot, state: str, now: float) -> None:
-        if pilot.state in ENDED_STATES:
+        if pilot.state in ENDED_PILOT_STATES:
             return  # a block never comes back; keep its first ending
         pilot.state = state
         if state == "running" and pilot.start is None:
             pilot.start = now
-        if state in ENDED_STATES and pilot.end is None:
+        if state in ENDED_PILOT_STATES and pilot.end is None:
             pilot.end = now
 
     # -- writing ---------------------------------------------------------------------
@@ -172,13 +151,8 @@ class PilotTracker:
                 changed.append((key, row))
         if not changed:
             return
-
-        def write(conn) -> None:
-            conn.executemany(_UPSERT, [row for _, row in changed])
-            conn.execute(_FILL_FROM_ATTEMPTS, (self.run_id,))
-
         try:
-            self.store.write(write)
+            record_pilots(self.store, self.run_id, [row for _, row in changed])
         except Exception:  # StoreError: try again at the next poll, never stop the run
             logger.exception("could not record pilots")
             return

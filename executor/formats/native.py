@@ -190,6 +190,7 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
     convert("memory", parse_memory)
     convert("walltime", parse_duration)
     convert("memory_max", parse_memory)
+
     def as_list(key: str, single: type, expected: str) -> list[Any]:
         """The value of ``key`` as a list; one ``single`` value stands for a list of one."""
         value = merged.get(key) or []

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from executor.errors import GraphError
 
@@ -77,7 +77,7 @@ class Job:
     cluster: str | None = None  # a user key for static clustering (`cluster_by: cluster`)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["function", "shell"]:
         return "function" if self.function else "shell"
 
     def describe(self) -> str:

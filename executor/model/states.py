@@ -7,9 +7,17 @@ depend on them (see DESIGN.md). Add states only with care; never rename them.
 from __future__ import annotations
 
 from enum import Enum
+from functools import cache
 
 
-class JobState(str, Enum):
+class _Named(str, Enum):
+    """An enum whose members print as their stored names (``running``, not ``JobState.RUNNING``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobState(_Named):
     PENDING = "pending"  # waiting for parents
     READY = "ready"  # parents done; queued in the driver or handed to Parsl
     RUNNING = "running"  # an attempt has started on a worker
@@ -18,11 +26,8 @@ class JobState(str, Enum):
     BLOCKED = "blocked"  # an ancestor failed for good; will never run
     CANCELLED = "cancelled"  # the run was cancelled before this job finished
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RunState(str, Enum):
+class RunState(_Named):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -30,18 +35,11 @@ class RunState(str, Enum):
     # Never stored: derived when a run says "running" but its driver is gone.
     DRIVER_LOST = "driver_lost"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
-RUN_STATES: tuple[str, ...] = tuple(s.value for s in RunState)
 
-FINAL_JOB_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED}
-)
-
-# A restart may move any final state except SUCCEEDED back to PENDING.
+# A restart may move any final state except SUCCEEDED back to PENDING. The store
+# refuses every other move, whoever writes it (executor.store.moves).
 _JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.READY, JobState.BLOCKED, JobState.CANCELLED}),
     JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.PENDING}),
@@ -60,7 +58,49 @@ def can_move(old: JobState, new: JobState) -> bool:
     return new in _JOB_TRANSITIONS[old]
 
 
-class FailureClass(str, Enum):
+@cache
+def legal_sources(target: JobState, *, through: tuple[JobState, ...] = ()) -> tuple[str, ...]:
+    """The states a job may move to ``target`` from, for the store's ``state IN (...)``.
+
+    Parameters
+    ----------
+    target
+        The state the job moves to.
+    through
+        States the job may have passed through on the way in moves that happened but
+        were never recorded. Recovering a dead driver's outcomes passes
+        ``(READY, RUNNING)``: a worker's outcome log says an attempt succeeded, and
+        the driver that made the job ready and running may have died before it
+        committed either, so the job may still be recorded as pending or ready.
+
+    Returns
+    -------
+    tuple of str
+        State values, in the order of :class:`JobState`.
+    """
+    reached = {target}
+    sources: set[JobState] = set()
+    while True:
+        more = {s for s in JobState if any(can_move(s, t) for t in reached)} - sources
+        if not more:
+            return tuple(s.value for s in JobState if s in sources)
+        sources |= more
+        reached |= more & set(through)
+
+
+# Revising a workflow redefines each job whose definition, or an ancestor's, changed: a
+# new job under the old name, which starts over at pending from whatever state the old
+# definition reached. That is the one way out of succeeded, and only the revise reset
+# (:func:`executor.store.revisions.revise_jobs`) takes it.
+REDEFINED_FROM: tuple[str, ...] = tuple(s.value for s in JobState if s is not JobState.PENDING)
+
+# Parsl's ``JobState`` names, in lower case, that end a pilot (block): it never runs again.
+ENDED_PILOT_STATES = frozenset(
+    {"cancelled", "completed", "failed", "timeout", "missing", "scaled_in"}
+)
+
+
+class FailureClass(_Named):
     """Why an attempt failed. Transient classes are retried without using a job's retries."""
 
     EXIT_CODE = "exit_code"
@@ -75,9 +115,6 @@ class FailureClass(str, Enum):
     # pilot's own worker code failed on this job (a bug to report, with its traceback):
     # counted against the job's retries, so a fault that repeats cannot loop forever.
     WORKER_ERROR = "worker_error"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def transient(self) -> bool:

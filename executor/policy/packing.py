@@ -7,12 +7,24 @@ many jobs. A bundle is filled until its jobs' expected runtimes reach the target
 label (in this run, and earlier runs of the same workflow). A job whose label has
 no measurement yet, or whose runtime is long, runs alone: unknown labels start
 with bundles of one that grow as soon as timings arrive.
+
+Each round the driver hands :func:`plan_submission` the ready jobs, in priority order,
+with their label and pool, and what each pool holds; it answers with the bundles to
+hand each pool now and the jobs to put back. The driver applies the answer and
+decides nothing itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+#: A pool holds at most this many bundles per worker slot: its workers never wait for
+#: the driver, and a 200,000-job graph never becomes 200,000 futures.
+BUNDLES_PER_WORKER = 2
+# Slot accounting adds fractions (1/n per job); this much over the room is rounding.
+_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +100,131 @@ def plan_static(jobs: Sequence[tuple[str, str | None]], max_size: int) -> list[l
         if len(group) >= max_size:
             groups[key] = []
     return bundles
+
+
+# -- a round of submission: which ready jobs go to which pool now, in which bundles ----
+
+
+def bundle_slots(workers: int, max_blocks: int) -> int:
+    """Bundles a pool may hold at once, given its worker slots per pilot and its pilots."""
+    return BUNDLES_PER_WORKER * workers * max_blocks
+
+
+def free_room(slots: Mapping[str, int], in_flight: Mapping[str, int]) -> dict[str, int]:
+    """Bundle slots each pool can take now; ``in_flight``: the bundles it holds."""
+    return {pool: max(0, n - in_flight.get(pool, 0)) for pool, n in slots.items()}
+
+
+def fair_share(ready: int, total_slots: int) -> int:
+    """Most jobs one bundle may take: the ready jobs' part of one bundle slot (all pools').
+
+    So a few ready jobs spread over all workers instead of queueing behind one.
+    """
+    return max(1, ready // max(1, total_slots))
+
+
+def jobs_per_bundle(estimate: float | None, policy: PackingPolicy, share: int) -> int:
+    """How many jobs of a label with this expected runtime one bundle holds.
+
+    One when packing is off, the runtime is unknown or the jobs are long; never more
+    than ``policy.max_jobs`` or the fair ``share``. A ready job uses ``1/n`` of a
+    bundle slot when its label packs ``n`` to a bundle.
+    """
+    if policy.target_seconds <= 0 or estimate is None or policy.long(estimate):
+        return 1
+    fit = int(policy.target_seconds / max(estimate, 1e-4))
+    return max(1, min(policy.max_jobs, share, fit))
+
+
+class ReadyJob(NamedTuple):
+    """A ready job as the packer sees it."""
+
+    name: str
+    label: str
+    pool: str  # the pool its next attempt runs in
+    key: str | None = None  # its static-clustering key (static clustering only)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One round's decision.
+
+    Attributes
+    ----------
+    bundles
+        Per pool, the bundles to hand it now, in order; each bundle keeps its jobs' order.
+    put_back
+        The ready jobs that wait for a later round, in their ready order.
+    waiting
+        Per pool, the ready jobs turned down for lack of room (demand, for scaling).
+    """
+
+    bundles: dict[str, list[list[str]]]
+    put_back: list[str]
+    waiting: dict[str, int]
+
+
+def plan_submission(
+    ready: Sequence[tuple[str, str, str, str | None]],
+    *,
+    slots: Mapping[str, int],
+    in_flight: Mapping[str, int],
+    estimates: Mapping[str, float],
+    policy: PackingPolicy,
+    cluster_max: int | None = None,
+) -> Submission:
+    """Decide which of the ``ready`` jobs go to their pools now.
+
+    ``ready`` holds every ready job, in priority order, as :class:`ReadyJob` fields
+    ``(name, label, pool, key)`` (a plain tuple will do: the driver builds thousands).
+    Room is counted in bundle slots: a pool may hold ``slots[pool]`` bundles and holds
+    ``in_flight[pool]``. Jobs take room in priority order, whatever their label; a job
+    of a label packed ``n`` to a bundle (:func:`jobs_per_bundle`; ``cluster_max`` with
+    static clustering) takes ``1/n`` of a slot, and one that does not fit is put back.
+    The jobs that fit are grouped into bundles (:func:`plan_bundles`, each holding at
+    most the :func:`fair_share`, or :func:`plan_static` with ``cluster_max``); bundles
+    beyond the pool's free slots are put back too.
+
+    Every ready job is either in exactly one bundle or put back, and no pool is
+    handed more bundles than its free slots.
+    """
+    room = free_room(slots, in_flight)
+    share = fair_share(len(ready), sum(slots.values()))
+    sizes: dict[str, int] = {}
+    used = dict.fromkeys(room, 0.0)
+    waiting = dict.fromkeys(room, 0)
+    fitting: dict[str, list[tuple[str, str, str | None]]] = {}
+    turned_down: list[str] = []
+    for name, label, pool, key in ready:
+        size = sizes.get(label)
+        if size is None:
+            size = sizes[label] = (
+                cluster_max
+                if cluster_max is not None
+                else jobs_per_bundle(estimates.get(label), policy, share)
+            )
+        if used[pool] + 1 / size <= room[pool] + _ROUNDING:
+            used[pool] += 1 / size
+            fitting.setdefault(pool, []).append((name, label, key))
+        else:
+            waiting[pool] += 1
+            turned_down.append(name)
+    capped = replace(policy, max_jobs=min(policy.max_jobs, share))
+    bundles: dict[str, list[list[str]]] = {}
+    beyond: set[str] = set()
+    for pool, jobs in fitting.items():
+        if cluster_max is not None:
+            planned = plan_static([(name, key) for name, _, key in jobs], cluster_max)
+        else:
+            labelled = [(name, label) for name, label, _ in jobs]
+            planned = plan_bundles(labelled, estimates, capped, max(1, room[pool]))
+        bundles[pool] = planned[: room[pool]]
+        beyond.update(name for bundle in planned[room[pool] :] for name in bundle)
+    put_back = turned_down  # in ready order already, unless bundles were left over:
+    if beyond:
+        beyond.update(turned_down)
+        put_back = [job[0] for job in ready if job[0] in beyond]
+    return Submission(bundles, put_back, waiting)
 
 
 class RuntimeEstimates:

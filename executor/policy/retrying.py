@@ -14,14 +14,17 @@ Pure policy, with the semantics of HTCondor-based batch production:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from executor.model.graph import Job
 from executor.model.states import FailureClass
 from executor.model.units import format_memory
 from executor.policy.pools import PoolConfig, escalated_memory, select_pool
+
+if TYPE_CHECKING:  # the worker's report, as plain data: a type only, nothing imported
+    from executor.worker.outcome import Outcome
 
 MAX_TRANSIENT_RETRIES = 3
 
@@ -43,9 +46,7 @@ class Decision:
     state: RetryState
 
 
-def decide(
-    job: Job, outcome: Mapping[str, Any], state: RetryState, pools: Sequence[PoolConfig]
-) -> Decision:
+def decide(job: Job, outcome: Outcome, state: RetryState, pools: Sequence[PoolConfig]) -> Decision:
     """Decide after a failed attempt described by ``outcome`` (the worker's report)."""
     failure = FailureClass(outcome["failure_class"])
     message = outcome.get("message") or str(failure)

@@ -9,7 +9,7 @@ chain of work below them go first, so long chains are not left for the end.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from executor.model.graph import JobGraph
 from executor.model.states import JobState
@@ -21,30 +21,22 @@ class Schedule:
     Parameters
     ----------
     graph
-        The run's graph.
-    succeeded
-        Jobs that already succeeded (a restart); they never run again.
+        The jobs still to run. A restart's graph holds only the unfinished jobs, without
+        the edges from those that succeeded
+        (:func:`executor.formats.native.graph_from_saved` with ``keep``).
     """
 
-    def __init__(self, graph: JobGraph, succeeded: Iterable[str] = ()):
+    def __init__(self, graph: JobGraph):
         self.graph = graph
         self.state: dict[str, JobState] = dict.fromkeys(graph.names, JobState.PENDING)
-        for name in succeeded:
-            if name in self.state:  # a restart's graph may hold only unfinished jobs
-                self.state[name] = JobState.SUCCEEDED
-        unfinished = [n for n, state in self.state.items() if state is JobState.PENDING]
-        depth = graph.depths(unfinished)
-        self._rank = {
-            name: (-depth[name], i) for i, name in enumerate(graph.names) if name in depth
-        }
+        depth = graph.depths()
+        self._rank = {name: (-depth[name], i) for i, name in enumerate(graph.names)}
         self._waiting: dict[str, int] = {}
         self._ready: list[tuple[tuple[int, int], str]] = []
         # Jobs still pending, ready or running; the run is over when none are left.
-        self.unfinished = sum(1 for state in self.state.values() if state is JobState.PENDING)
+        self.unfinished = len(self.state)
         for job in graph:
-            if self.state[job.name] is JobState.SUCCEEDED:
-                continue
-            parents = {p for p in job.after if self.state[p] is not JobState.SUCCEEDED}
+            parents = set(job.after)
             self._waiting[job.name] = len(parents)
             if not parents:
                 self._push(job.name)
@@ -61,27 +53,28 @@ class Schedule:
         """Jobs that are ready before anything has run (to record their state)."""
         return [name for _, name in self._ready]
 
-    def pop_ready(self, limit: int, accept: Callable[[str], bool] | None = None) -> list[str]:
+    def pop_ready(self, limit: int) -> list[str]:
         """Take up to ``limit`` ready jobs, most important first; they are now running.
 
-        Jobs that ``accept`` turns down (their pool is full) stay ready, in order.
+        Those the driver cannot hand out yet go back with :meth:`put_back`.
         """
         taken: list[str] = []
-        declined: list[tuple[tuple[int, int], str]] = []
         while self._ready and len(taken) < limit:
-            item = heapq.heappop(self._ready)
-            if accept is not None and not accept(item[1]):
-                declined.append(item)
-                continue
-            self.state[item[1]] = JobState.RUNNING
-            taken.append(item[1])
-        for item in declined:
-            heapq.heappush(self._ready, item)
+            _, name = heapq.heappop(self._ready)
+            self.state[name] = JobState.RUNNING
+            taken.append(name)
         return taken
 
     def requeue(self, name: str) -> None:
         """Put a running job back in the ready queue (it will be retried)."""
         self._push(name)
+
+    def put_back(self, names: Iterable[str]) -> None:
+        """Return jobs taken with :meth:`pop_ready` but not handed out to the ready queue."""
+        state, ready, rank = self.state, self._ready, self._rank
+        for name in names:  # thousands a round while the pools are full: kept tight
+            state[name] = JobState.READY
+            heapq.heappush(ready, (rank[name], name))
 
     def succeed(self, name: str) -> list[str]:
         """Record a success; return the children that became ready."""

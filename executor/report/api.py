@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 from executor.report import activity
+from executor.report.failures import NAMES_SHOWN, failure_groups, final_failures
 from executor.report.figures import run_figures
+from executor.report.retries import retried_jobs
 from executor.store import Store
 from executor.store.queries import get_run, list_runs, run_summary
 
@@ -33,47 +35,33 @@ def runs(
     return {"db": str(store.path), "now": time.time(), "runs": summaries}
 
 
-def pilots(store: Store, run_id: str, *, now: float) -> tuple[list[dict[str, Any]], str]:
-    """The run's pilots, each with how many attempts it ran and how many run now."""
-    spans, source = activity.pilot_spans(store, run_id, now=now)
-    counts = {
-        str(r["block_id"]): r
-        for r in store.query(
-            "SELECT block_id, count(*) AS attempts, "
-            "sum(state = 'running') AS running, max(host) AS host FROM attempts "
-            "WHERE run_id = ? AND block_id IS NOT NULL GROUP BY block_id",
-            [run_id],
-        )
-    }
-    out = []
-    for span in spans:
-        row = counts.get(str(span["block_id"]), {})
-        out.append(
-            {
-                "block_id": span["block_id"],
-                "start": span["start"],
-                "end": span["end"],
-                "attempts": row.get("attempts", 0),
-                "running": row.get("running", 0),
-                "host": row.get("host"),
-            }
-        )
-    return out, source
-
-
 def run_detail(store: Store, run_id: str, *, tail_lines: int = 20) -> dict[str, Any]:
-    """One run: its summary, progress, pilots and failures grouped by cause with log tails."""
+    """One run: its summary, progress, pilots and failures grouped by cause with log tails.
+
+    ``failures`` are the groups of ``pilot report --json`` (recovered jobs counted),
+    with at most :data:`~executor.report.failures.NAMES_SHOWN` names each and no
+    ``reproduce`` command: the page polls this, and that would read the whole workflow
+    copy every time.
+    """
     now = time.time()
     run = get_run(store, run_id)
     summary = run_summary(store, run)
-    pilot_rows, source = pilots(store, run["id"], now=now)
+    pilot_rows, source = activity.pilot_activity(store, run["id"], now=now)
+    groups = failure_groups(
+        run,
+        final_failures(store, run["id"]),
+        retried_jobs(store, run["id"]),
+        tail_lines=tail_lines,
+        examples=NAMES_SHOWN,
+        reproduce=False,
+    )
     return {
         **summary,
         "now": now,
         "progress": _progress(summary),
         "pilots": pilot_rows,
         "pilot_source": source,
-        "failures": activity.failure_groups(store, run["id"], tail_lines=tail_lines),
+        "failures": groups,
     }
 
 

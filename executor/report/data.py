@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from executor.model.states import JOB_STATES
-from executor.report.failures import failure_groups, label_usage, tail
+from executor.report.activity import label_usage
+from executor.report.failures import failure_groups, final_failures
+from executor.report.logs import log_tail
 from executor.report.retries import retry_summary
 from executor.store import Store
-from executor.store.queries import failed_jobs, get_run, run_summary
+from executor.store.queries import get_run, run_summary
 
 
 def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str, Any]:
@@ -22,23 +24,10 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         for label, counts in summary["labels"].items()
     }
     retries = retry_summary(store, run["id"])
-    failures = []
-    for row in failed_jobs(store, run["id"]):
-        failures.append(
-            {
-                "job": row["name"],
-                "label": row["label"],
-                "attempts": row["attempts"],
-                "exit_code": row["exit_code"],
-                "signal": row["signal"],
-                "failure_class": row["failure_class"],
-                "message": row["message"],
-                "command": row["command"],
-                "host": row["host"],
-                "stderr": row["stderr"],
-                "stderr_tail": tail(row["stderr"], tail_lines),
-            }
-        )
+    failures = [
+        {**failure, "stderr_tail": log_tail(failure["stderr"], run["run_dir"], tail_lines)}
+        for failure in final_failures(store, run["id"])
+    ]
     return {
         "run": summary["run"],
         "name": summary["name"],
@@ -49,9 +38,7 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         "jobs": {**summary["jobs"], "expected": run["n_jobs"]},
         "failed": failures,
         "usage": label_usage(store, run["id"]),
-        "failure_groups": failure_groups(
-            store, run, failures, retried=retries["jobs"], tail_lines=tail_lines
-        ),
+        "failure_groups": failure_groups(run, failures, retries["jobs"], tail_lines=tail_lines),
         "retries": retries,
         "environment_file": str(Path(run["run_dir"]) / "environment.json"),
         "run_dir": str(Path(run["run_dir"])),

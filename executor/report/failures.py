@@ -1,104 +1,185 @@
-"""Per-label resource use and failures grouped by cause, for ``pilot report``.
+"""Failures grouped by cause: the one grouping every report and the dashboard show.
 
-Each failure group carries one example job with the exact command to reproduce it
-by hand: its working directory, its own environment and the ``PILOT_*`` variables
-(the rest of the environment is the one saved at submit, in the run directory).
-A group also counts the jobs that failed that way and then succeeded on a retry.
+``pilot report`` (text and ``--json``), the HTML report and the dashboard all group with
+:func:`failure_groups`, so a failure mode has the same name, count and jobs wherever a
+user looks. Each group carries one example job with the last lines of its stderr and
+the exact command to reproduce it by hand: its working directory, its own environment
+and the ``PILOT_*`` variables (the rest of the environment is the one saved at submit,
+in the run directory). A group also counts the jobs that failed that way and then
+succeeded on a retry.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import statistics
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-from executor.report.retries import recovered_by
+from executor.model.states import FailureClass
+from executor.report.logs import log_tail
+from executor.report.retries import signal_text
 from executor.store import Store
+from executor.store.queries import failed_jobs
+
+Cause = tuple[str, int | None, int | None]
+
+# Job names a page shows per group (``--json`` has them all); it says how many more.
+NAMES_SHOWN = 5
+
+# The classes where how the process ended is the failure mode itself. For the others
+# (out_of_memory, timeout, pilot_lost, ...) pilot stopped the job or never ran it, and
+# the exit code or signal that followed says nothing more.
+_BY_EXIT_CODE = {FailureClass.EXIT_CODE.value, "unknown"}
+_BY_SIGNAL = {FailureClass.SIGNAL.value, "unknown"}
 
 
-def tail(path: str | None, lines: int) -> list[str]:
-    """The last ``lines`` lines of a log file (empty if it is missing)."""
-    if not path or lines <= 0:
-        return []
-    try:
-        with open(path, "rb") as handle:
-            last = deque(handle, maxlen=lines)
-    except OSError:
-        return []
-    return [line.decode("utf-8", "replace").rstrip("\n") for line in last]
+def cause_of(attempt: dict[str, Any]) -> Cause:
+    """The group of a failed attempt: ``(failure class, exit code, signal)``.
+
+    The failure class says why pilot counts the attempt failed, and it is what a
+    user acts on (more memory, a longer walltime, a flaky node); the exit code or
+    signal tells the job's own failure modes apart (``exit 3``: input missing, ``exit
+    1``: a crash; a segfault from a kill), so it is kept where the class is
+    ``exit_code``, ``signal`` or unknown. The label is not part of the key: one cause
+    often hits several labels at once (a full disk, a lost node), and splitting it
+    per label would show one problem many times; a group lists its ``labels``.
+    """
+    failure_class = attempt["failure_class"] or "unknown"
+    return (
+        failure_class,
+        attempt["exit_code"] if failure_class in _BY_EXIT_CODE else None,
+        attempt["signal"] if failure_class in _BY_SIGNAL else None,
+    )
 
 
-def label_usage(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
-    """Per label: jobs succeeded/failed, attempts, runtime and peak memory (median, max)."""
-    usage: dict[str, dict[str, Any]] = {}
-    for row in store.query(
-        "SELECT label, sum(state = 'succeeded') AS succeeded, sum(state = 'failed') AS failed, "
-        "sum(attempts) AS attempts FROM jobs WHERE run_id = ? "
-        "GROUP BY label ORDER BY min(position)",
-        [run_id],
-    ):
-        usage[row["label"]] = {
-            "succeeded": row["succeeded"], "failed": row["failed"], "attempts": row["attempts"],
-        }  # fmt: skip
-    runtimes: dict[str, list[float]] = {}
-    memories: dict[str, list[float]] = {}
-    for row in store.query(
-        "SELECT j.label, a.start, a.end, a.peak_rss_mb FROM attempts a JOIN jobs j "
-        "ON j.run_id = a.run_id AND j.name = a.job "
-        "WHERE a.run_id = ? AND a.start IS NOT NULL AND a.end IS NOT NULL",
-        [run_id],
-    ):
-        runtimes.setdefault(row["label"], []).append(row["end"] - row["start"])
-        if row["peak_rss_mb"] is not None:
-            memories.setdefault(row["label"], []).append(row["peak_rss_mb"])
-    for label, entry in usage.items():
-        entry["runtime"] = _median_max(runtimes.get(label, []))
-        entry["peak_memory_mb"] = _median_max(memories.get(label, []))
-    return usage
+def describe_cause(cause: Cause) -> str:
+    """``exit code 3``, ``killed by signal 11 (SIGSEGV)``, ``out_of_memory``, ..."""
+    failure_class, exit_code, signal = cause
+    if failure_class == FailureClass.EXIT_CODE.value and exit_code is not None:
+        return f"exit code {exit_code}"
+    if failure_class == FailureClass.SIGNAL.value and signal:
+        return f"killed by {signal_text(signal)}"
+    details = [f"exit code {exit_code}"] if exit_code is not None else []
+    details += [signal_text(signal)] if signal else []
+    return failure_class + (f" ({', '.join(details)})" if details else "")
 
 
-def _median_max(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "max": None}
-    return {"median": statistics.median(values), "max": max(values)}
+def describe_labels(labels: list[str]) -> str:
+    """``label big`` or ``labels big, small``."""
+    return ("label " if len(labels) == 1 else "labels ") + ", ".join(labels)
+
+
+def final_failures(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The jobs that failed for good, each with the facts of its last attempt.
+
+    The entries of ``pilot report --json``'s ``failed`` (without ``stderr_tail``), in
+    label then name order.
+    """
+    return [
+        {
+            "job": row["name"],
+            "label": row["label"],
+            "attempts": row["attempts"],
+            "exit_code": row["exit_code"],
+            "signal": row["signal"],
+            "failure_class": row["failure_class"],
+            "message": row["message"],
+            "command": row["command"],
+            "host": row["host"],
+            "stderr": row["stderr"],
+        }
+        for row in failed_jobs(store, run_id)
+    ]
+
+
+def recovered_by(jobs: list[dict[str, Any]]) -> dict[Cause, list[dict[str, Any]]]:
+    """Per cause, the first failed attempt of each job that recovered from it.
+
+    ``jobs`` are :func:`~executor.report.retries.retry_summary`'s; each attempt comes
+    with the job's ``job``, ``label`` and ``command`` added. A job that failed twice the
+    same way and then succeeded counts once for that cause.
+    """
+    groups: dict[Cause, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if not job["recovered"]:
+            continue
+        seen: set[Cause] = set()
+        for attempt in job["failed_attempts"]:
+            row = {**attempt, "job": job["job"], "label": job["label"], "command": job["command"]}
+            cause = cause_of(row)
+            if cause not in seen:
+                seen.add(cause)
+                groups.setdefault(cause, []).append(row)
+    return groups
 
 
 def failure_groups(
-    store: Store,
     run: dict[str, Any],
-    failures: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    retried: list[dict[str, Any]],
     *,
-    retried: list[dict[str, Any]] | None = None,
     tail_lines: int = 10,
+    examples: int | None = None,
+    reproduce: bool = True,
 ) -> list[dict[str, Any]]:
-    """Failed jobs grouped by failure class and exit code, largest group first.
+    """Failed jobs grouped by :func:`cause_of`, largest group first.
 
-    ``count`` and ``jobs`` are the jobs that failed for good. With ``retried`` (the
-    ``jobs`` of :func:`~executor.report.retries.retry_summary`), ``recovered`` and
-    ``recovered_jobs`` are those that failed that way and then succeeded; a cause only
-    recovered from is a group with ``count`` 0 whose example is its first failed attempt.
+    Parameters
+    ----------
+    run
+        The ``runs`` row (its directories, and its workflow copy for ``reproduce``).
+    failed
+        The jobs that failed for good, as :func:`final_failures` gives them.
+    retried
+        The ``jobs`` of :func:`~executor.report.retries.retry_summary`.
+    examples
+        At most this many names in each group's ``jobs`` and ``recovered_jobs``
+        (all of them by default, as ``--json`` promises).
+    reproduce
+        Add each group's ``reproduce`` command (this reads the workflow copy).
+
+    Returns
+    -------
+    list of dict
+        Per group: ``failure_class``, ``exit_code`` and ``signal`` (the cause),
+        ``cause`` (it in words), ``labels`` (in order of first appearance), ``count``
+        and ``jobs`` (the jobs that failed for good), ``recovered`` and
+        ``recovered_jobs`` (those that failed that way and then succeeded),
+        ``example`` (a failed job, with its ``stderr_tail``; for a cause only
+        recovered from, its first failed attempt, marked ``recovered``) and
+        ``reproduce``.
     """
-    groups: dict[tuple[str, Any], dict[str, Any]] = {}
+    groups: dict[Cause, dict[str, Any]] = {}
 
-    def group_of(key: tuple[str, Any], example: dict[str, Any]) -> dict[str, Any]:
-        return groups.setdefault(key, {
-            "failure_class": key[0], "exit_code": key[1], "count": 0, "jobs": [],
-            "recovered": 0, "recovered_jobs": [], "example": example,
-        })  # fmt: skip
+    def group_of(cause: Cause, example: dict[str, Any]) -> dict[str, Any]:
+        if cause not in groups:
+            groups[cause] = {
+                "failure_class": cause[0], "exit_code": cause[1], "signal": cause[2],
+                "cause": describe_cause(cause), "labels": [], "count": 0, "jobs": [],
+                "recovered": 0, "recovered_jobs": [],
+                "example": {**example, "stderr_tail": log_tail(
+                    example["stderr"], run["run_dir"], tail_lines
+                )},
+            }  # fmt: skip
+        return groups[cause]
 
-    for failure in failures:
-        group = group_of(_key(failure), failure)
-        group["count"] += 1
-        group["jobs"].append(failure["job"])
-    for key, attempts in recovered_by(retried or [], _key).items():
-        group = group_of(key, _recovered_example(attempts[0], tail_lines))
-        group["recovered"] += len(attempts)
-        group["recovered_jobs"].extend(attempt["job"] for attempt in attempts)
+    def add(group: dict[str, Any], kind: str, row: dict[str, Any]) -> None:
+        group[kind] += 1
+        names = group["jobs" if kind == "count" else "recovered_jobs"]
+        if examples is None or len(names) < examples:
+            names.append(row["job"])
+        if row["label"] not in group["labels"]:
+            group["labels"].append(row["label"])
+
+    for failure in failed:
+        add(group_of(cause_of(failure), failure), "count", failure)
+    for cause, attempts in recovered_by(retried).items():
+        group = group_of(cause, _recovered_example(attempts[0]))
+        for attempt in attempts:
+            add(group, "recovered", attempt)
     ordered = sorted(groups.values(), key=lambda g: (-g["count"], -g["recovered"]))
-    if ordered:
+    if reproduce and ordered:
         specs = _job_specs(Path(run["workflow_copy"]), {g["example"]["job"] for g in ordered})
         for group in ordered:
             example = group["example"]
@@ -108,11 +189,7 @@ def failure_groups(
     return ordered
 
 
-def _key(row: dict[str, Any]) -> tuple[str, Any]:
-    return (row["failure_class"] or "unknown", row["exit_code"])
-
-
-def _recovered_example(attempt: dict[str, Any], tail_lines: int) -> dict[str, Any]:
+def _recovered_example(attempt: dict[str, Any]) -> dict[str, Any]:
     """A failed attempt of a job that recovered, shaped like a failed job of the report."""
     return {
         "job": attempt["job"],
@@ -126,7 +203,6 @@ def _recovered_example(attempt: dict[str, Any], tail_lines: int) -> dict[str, An
         "command": attempt["command"],
         "host": attempt["host"],
         "stderr": attempt["stderr"],
-        "stderr_tail": tail(attempt["stderr"], tail_lines),
         "recovered": True,
     }
 

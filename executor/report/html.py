@@ -22,7 +22,7 @@ from typing import Any
 from executor._version import __version__
 from executor.model.states import JOB_STATES
 from executor.model.units import format_memory
-from executor.report import activity
+from executor.report.failures import NAMES_SHOWN, describe_labels, failure_groups, final_failures
 from executor.report.figures import run_figures
 from executor.report.retries import describe_label, describe_outcome, exit_status, retry_summary
 from executor.store import Store
@@ -109,12 +109,14 @@ def label_table(labels: dict[str, dict[str, int]]) -> str:
 
 
 def failures_section(groups: list[dict[str, Any]]) -> str:
+    """Each failure group: its cause, labels, jobs, an example's message, stderr and the
+    command that reproduces it."""
     if not any(group["count"] for group in groups):
         parts = ['<p class="state-succeeded">no failed jobs</p>']
     else:
         parts = []
     for group in groups:
-        recovered = group["recovered"]
+        recovered, example = group["recovered"], group["example"]
         names = [_e(name) for name in group["jobs"]] + [
             f'{_e(name)} <span class="state-succeeded">(recovered)</span>'
             for name in group["recovered_jobs"]
@@ -127,16 +129,25 @@ def failures_section(groups: list[dict[str, Any]]) -> str:
             if recovered
             else ""
         )
+        which = _e(example["job"])
+        if example.get("recovered"):
+            which += f" (attempt {example['attempts']}, recovered)"
         parts.append(
             f'<div class="failure"><h3><span class="{css}">{group["count"] + recovered} × '
-            f"{_e(group['cause'])}</span> in label {_e(group['label'])}</h3>"
+            f"{_e(group['cause'])}</span> in {_e(describe_labels(group['labels']))}</h3>"
             + outcome
             + f'<p class="meta">jobs: {", ".join(names)}{f" and {more} more" if more else ""}</p>'
-            + (f'<p class="meta">{_e(group["message"])}</p>' if group["message"] else "")
+            + (f'<p class="meta">{_e(example["message"])}</p>' if example["message"] else "")
             + (
-                f'<p class="meta">stderr of {_e(group["example"])}, last lines:</p>'
-                f'<pre class="log">{_e(chr(10).join(group["stderr_tail"]))}</pre>'
-                if group["stderr_tail"]
+                f'<p class="meta">stderr of {which}, last lines:</p>'
+                f'<pre class="log">{_e(chr(10).join(example["stderr_tail"]))}</pre>'
+                if example["stderr_tail"]
+                else ""
+            )
+            + (
+                f'<p class="meta">reproduce {which}:</p>'
+                f'<pre class="log">{_e(group["reproduce"])}</pre>'
+                if group.get("reproduce")
                 else ""
             )
             + "</div>"
@@ -196,7 +207,9 @@ def render(store: Store, run_id: str, *, now: float | None = None) -> str:
     run = get_run(store, run_id)
     summary = run_summary(store, run)
     retries = retry_summary(store, run["id"])
-    groups = activity.failure_groups(store, run["id"], retried=retries["jobs"])
+    groups = failure_groups(
+        run, final_failures(store, run["id"]), retries["jobs"], examples=NAMES_SHOWN
+    )
     figures = run_figures(store, run, now=now)
     blocks = "".join(
         f"<h2>{_e(title)}</h2>"

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from executor.model.states import JOB_STATES
 from executor.model.units import format_duration, format_memory
+from executor.report.failures import NAMES_SHOWN, describe_labels
 from executor.report.retries import describe_attempt, describe_label, describe_outcome
 
 # Failed jobs listed one by one in the text report; JSON has them all.
@@ -200,12 +201,10 @@ def retries(summary: dict[str, Any]) -> list[Any]:
 
 def _failure_group(group: dict[str, Any]) -> list[Any]:
     example = group["example"]
-    cause = group["failure_class"]
-    if group["exit_code"] is not None:
-        cause += f" {group['exit_code']}"
+    cause = group["cause"]
     recovered = group["recovered"]
     names = group["jobs"] + [f"{name} (recovered)" for name in group["recovered_jobs"]]
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
     count = f"{group['count'] + recovered} job(s)"
     if recovered:
         count += f", {recovered} recovered"
@@ -216,6 +215,7 @@ def _failure_group(group: dict[str, Any]) -> list[Any]:
         Text.assemble(
             ("\n" + cause, "red bold" if group["count"] else "yellow bold"), f": {count}: ", shown
         ),
+        Text(f"  in {describe_labels(group['labels'])}", style="dim"),
         Text(f"  e.g. {which}: {example['message'] or cause}"),
     ]
     if example["stderr_tail"]:

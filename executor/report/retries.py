@@ -2,10 +2,10 @@
 
 A job killed as ``out_of_memory`` that then succeeds with more memory is no failed
 job, but its first attempt failed, and that is what a user tunes a workflow by. This
-module is the one definition the text report, its JSON and the HTML report all read:
-per label, how many attempts failed and why and how many jobs recovered; per job, each
-failed attempt of the jobs that needed more than one; and, for both groupings of
-failures by cause, which jobs recovered from each cause.
+module is the one definition the text report, its JSON, the HTML report and the
+dashboard all read: per label, how many attempts failed and why and how many jobs
+recovered; per job, each failed attempt of the jobs that needed more than one (which
+:func:`executor.report.failures.failure_groups` counts as recovered from their causes).
 
 Transient failures (``pilot_lost``, ``code_unavailable``, ...) are failed attempts like
 any other: they are how a flaky pilot shows. An attempt stopped because the run was
@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any
 
+from executor.model.states import FailureClass
 from executor.model.units import format_memory
 from executor.store import Store
+from executor.store.history import failed_attempts, label_totals
 
-K = TypeVar("K", bound=Hashable)
-
-NOT_A_FAILURE = "cancelled"
+NOT_A_FAILURE = FailureClass.CANCELLED.value
 
 # What each failed attempt shows: enough to tell why it failed and what it used.
 _ATTEMPT_FIELDS = (
@@ -51,62 +50,44 @@ def retry_summary(store: Store, run_id: str) -> dict[str, Any]:
     labels: dict[str, dict[str, Any]] = {
         row["label"]: {"attempts": row["attempts"] or 0, "failed": 0, "by_class": Counter(),
                        "recovered": 0}
-        for row in store.query(
-            "SELECT label, sum(attempts) AS attempts FROM jobs WHERE run_id = ? "
-            "GROUP BY label ORDER BY min(position)",
-            [run_id],
-        )
+        for row in label_totals(store, run_id)
     }  # fmt: skip
-    jobs: dict[str, dict[str, Any]] = {}
-    for row in store.query(
-        "SELECT j.name, j.label, j.state AS job_state, j.attempts AS job_attempts, j.command, "
-        + ", ".join(f"a.{field}" for field in _ATTEMPT_FIELDS)
-        + " FROM attempts a JOIN jobs j ON j.run_id = a.run_id AND j.name = a.job "
-        "WHERE a.run_id = ? AND a.state = 'failed' AND coalesce(a.failure_class, '') != ? "
-        "ORDER BY j.position, a.attempt",
-        [run_id, NOT_A_FAILURE],
-    ):
+    rows = failed_attempts(store, run_id, excluding=NOT_A_FAILURE)
+    jobs = _jobs_of(rows)
+    for row in rows:
         entry = labels[row["label"]]
         entry["failed"] += 1
         entry["by_class"][row["failure_class"] or "unknown"] += 1
-        job = jobs.get(row["name"])
+    for job in jobs:
+        labels[job["label"]]["recovered"] += job["recovered"]
+    for entry in labels.values():
+        entry["by_class"] = dict(entry["by_class"].most_common())
+    return {"labels": labels, "jobs": _retried(jobs)}
+
+
+def retried_jobs(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The ``jobs`` of :func:`retry_summary` alone, without reading every label's totals
+    (the dashboard asks for them every few seconds)."""
+    return _retried(_jobs_of(failed_attempts(store, run_id, excluding=NOT_A_FAILURE)))
+
+
+def _jobs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each job with a failed attempt among ``rows``, with those attempts, in row order."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        job = jobs.get(row["job"])
         if job is None:
-            job = jobs[row["name"]] = {
-                "job": row["name"], "label": row["label"], "state": row["job_state"],
+            job = jobs[row["job"]] = {
+                "job": row["job"], "label": row["label"], "state": row["job_state"],
                 "attempts": row["job_attempts"], "recovered": row["job_state"] == "succeeded",
                 "command": row["command"], "failed_attempts": [],
             }  # fmt: skip
-            entry["recovered"] += job["recovered"]
         job["failed_attempts"].append({field: row[field] for field in _ATTEMPT_FIELDS})
-    for entry in labels.values():
-        entry["by_class"] = dict(entry["by_class"].most_common())
-    return {
-        "labels": labels,
-        "jobs": [job for job in jobs.values() if job["attempts"] > 1],
-    }
+    return list(jobs.values())
 
 
-def recovered_by(
-    jobs: list[dict[str, Any]], key: Callable[[dict[str, Any]], K]
-) -> dict[K, list[dict[str, Any]]]:
-    """Per failure group ``key``, the first failed attempt of each job that recovered.
-
-    ``jobs`` are :func:`retry_summary`'s; ``key`` maps a failed attempt (with the
-    job's ``job``, ``label`` and ``command`` added) to the group it belongs to, so
-    that each grouping of failures counts recovered jobs by its own cause.
-    """
-    groups: dict[K, list[dict[str, Any]]] = {}
-    for job in jobs:
-        if not job["recovered"]:
-            continue
-        seen: set[K] = set()
-        for attempt in job["failed_attempts"]:
-            row = {**attempt, "job": job["job"], "label": job["label"], "command": job["command"]}
-            group = key(row)
-            if group not in seen:
-                seen.add(group)
-                groups.setdefault(group, []).append(row)
-    return groups
+def _retried(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [job for job in jobs if job["attempts"] > 1]
 
 
 def describe_label(entry: dict[str, Any]) -> str:
@@ -129,13 +110,18 @@ def describe_outcome(job: dict[str, Any]) -> str:
     return f"{job['state']} after {job['attempts']} attempts"
 
 
+def signal_text(number: int) -> str:
+    """``signal 9 (SIGKILL)``, or ``signal 99`` for a number with no name here."""
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
 def exit_status(attempt: dict[str, Any]) -> str:
     """``exit code 3``, ``signal 9 (SIGKILL)`` or ``-`` (it never ran)."""
     if attempt["signal"]:
-        try:
-            return f"signal {attempt['signal']} ({signal.Signals(attempt['signal']).name})"
-        except ValueError:
-            return f"signal {attempt['signal']}"
+        return signal_text(attempt["signal"])
     if attempt["exit_code"] is not None:
         return f"exit code {attempt['exit_code']}"
     return "-"

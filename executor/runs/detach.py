@@ -24,7 +24,9 @@ from typing import Any
 
 from executor.errors import RunStateError, SiteError
 from executor.store import Store
+from executor.store.pilots import live_pilot_job_ids, mark_pilots_cancelled
 from executor.store.queries import driver_alive, get_run
+from executor.store.runs import adopt_driver, name_driver, queue_driver_job
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,7 @@ def start_detached_driver(store: Store, run_id: str, run_dir: Path) -> int:
     finally:
         log.close()
     started = psutil.Process(child.pid).create_time()
-    store.write(
-        lambda conn: conn.execute(
-            "UPDATE runs SET host = ?, pid = ?, pid_started = ?, heartbeat = ? WHERE id = ?",
-            (socket.gethostname(), child.pid, started, time.time(), run_id),
-        )
-    )
+    name_driver(store, run_id, host=socket.gethostname(), pid=child.pid, pid_started=started)
     # The child is not our concern any more: Popen must not warn that it still runs.
     child.returncode = 0
     return child.pid
@@ -69,13 +66,7 @@ def start_driver_job(store: Store, run_id: str, run_dir: Path, site: Any) -> str
                "--adopt"]  # fmt: skip
     (run_dir / "driver_site.json").write_text(json.dumps(site.to_dict(), indent=1))
     job_id = site.submit_driver(command, run_dir)
-    store.write(
-        lambda conn: conn.execute(
-            "UPDATE runs SET pid = NULL, pid_started = NULL, driver_job = ?, heartbeat = ?, "
-            "message = ? WHERE id = ?",
-            (job_id, time.time(), f"driver in batch job {job_id} on site {site.name}", run_id),
-        )
-    )
+    queue_driver_job(store, run_id, job_id, f"driver in batch job {job_id} on site {site.name}")
     return job_id
 
 
@@ -84,14 +75,10 @@ def adopt_run(store: Store, run_id: str) -> None:
     import psutil
 
     started = psutil.Process().create_time()
-    job_id = os.environ.get("SLURM_JOB_ID")
-    store.write(
-        lambda conn: conn.execute(
-            "UPDATE runs SET host = ?, pid = ?, pid_started = ?, heartbeat = ?, "
-            "driver_job = coalesce(?, driver_job) WHERE id = ? AND state = 'running'",
-            (socket.gethostname(), os.getpid(), started, time.time(), job_id, run_id),
-        )
-    )
+    adopt_driver(
+        store, run_id, host=socket.gethostname(), pid=os.getpid(), pid_started=started,
+        job_id=os.environ.get("SLURM_JOB_ID"),
+    )  # fmt: skip
     wait_to_be_named_driver(store, run_id, timeout=5)
 
 
@@ -131,16 +118,10 @@ def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
         return []
     cancel_driver_job(store, run)  # a driver job that hangs holds its core: end it too
     stopped = _stop_local_pools(Path(run["run_dir"]))
-    job_ids = _live_pilot_job_ids(store, run["id"])
+    job_ids = live_pilot_job_ids(store, run["id"])
     if job_ids:
         stopped += _cancel_pilots(run, job_ids)
-        store.write(
-            lambda conn: conn.execute(
-                "UPDATE pilots SET state = 'cancelled', end = ? WHERE run_id = ? AND job_id IN "
-                f"({', '.join('?' * len(job_ids))})",
-                (time.time(), run["id"], *job_ids),
-            )
-        )
+        mark_pilots_cancelled(store, run["id"], job_ids)
     return stopped
 
 
@@ -162,21 +143,6 @@ def _stop_local_pools(run_dir: Path) -> list[str]:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return stopped
-
-
-def _live_pilot_job_ids(store: Store, run_id: str) -> list[str]:
-    tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master")}
-    if "pilots" not in tables:
-        return []
-    from executor.driver.pilots import ENDED_STATES
-
-    marks = ", ".join("?" * len(ENDED_STATES))
-    rows = store.query(
-        f"SELECT job_id FROM pilots WHERE run_id = ? AND job_id IS NOT NULL "
-        f"AND state NOT IN ({marks})",
-        [run_id, *ENDED_STATES],
-    )
-    return [row["job_id"] for row in rows]
 
 
 def _cancel_pilots(run: dict[str, Any], job_ids: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from executor.runs.start import start_run
 from executor.sites import get_site
 from executor.sites.base import SiteConfig
 from executor.store import Store, locate
+from executor.store.estimates import label_runtimes
 from executor.store.queries import get_run
 from executor.store.recorder import (
     RunRecorder,
@@ -40,6 +41,9 @@ def drive(
 ) -> RunState:
     """Run until every job is final or the run is cancelled; return the final state.
 
+    Packing starts from the runtimes measured by earlier runs of the workflow and, on
+    a restart, by the run itself (:func:`executor.store.estimates.label_runtimes`).
+
     Raises :class:`RunFailed` when the site fails in the middle of the run (the run is
     recorded as failed; ``pilot restart`` continues it).
     """
@@ -47,6 +51,7 @@ def drive(
     driver = Driver(
         graph, site, context, recorder,
         attempts_so_far=attempts, on_progress=on_progress,
+        estimates=_earlier_runtimes(store, context.run_id),
         done_per_label=done_per_label, session=session,
     )  # fmt: skip
     with driver.signals_cancel():
@@ -70,6 +75,15 @@ def drive(
     # After Parsl has stopped; never raises, so the report cannot change the outcome.
     write_final_report(store, context.run_id, context.run_dir / "report.html")
     return state
+
+
+def _earlier_runtimes(store: Store, run_id: str) -> dict[str, float]:
+    """The runtimes packing starts from; none when the store cannot say (packing learns)."""
+    try:
+        return label_runtimes(store, run_id)
+    except StoreError:  # only a head start: a store that fails for good fails the run later
+        logger.warning("run %s: no runtime estimates from earlier runs", run_id, exc_info=True)
+        return {}
 
 
 def _close_abandoned(store: Store, recorder: RunRecorder, final: RunState, message: str) -> None:

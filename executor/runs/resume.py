@@ -17,7 +17,7 @@ from executor.model.states import RunState
 from executor.runs.start import driver_identity, run_context
 from executor.sites.base import SiteConfig
 from executor.store import Store
-from executor.store.queries import driver_alive, get_run
+from executor.store.queries import driver_alive, get_run, succeeded_per_label, unfinished_jobs
 from executor.store.recorder import (
     claim_for_restart,
     recover_outcomes,
@@ -103,18 +103,9 @@ def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed
     run = get_run(store, run_id)
     run_dir = Path(run["run_dir"])
     # Only the unfinished part is read and rebuilt: succeeded jobs never run again.
-    rows = store.query(
-        "SELECT name, attempts FROM jobs WHERE run_id = ? AND state != 'succeeded'", [run["id"]]
-    )
-    done_per_label = {
-        row["label"]: row["n"]
-        for row in store.query(
-            "SELECT label, count(*) AS n FROM jobs WHERE run_id = ? AND state = 'succeeded' "
-            "GROUP BY label",
-            [run["id"]],
-        )
-    }
-    unfinished = {r["name"] for r in rows}
+    attempts = unfinished_jobs(store, run["id"])
+    done_per_label = succeeded_per_label(store, run["id"])
+    unfinished = set(attempts)
     workflow = read_saved(Path(run["workflow_copy"]), keep=unfinished)
     graph = graph_from_saved(workflow, source=run["workflow_copy"], keep=unfinished)
     site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
@@ -124,6 +115,6 @@ def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed
         context=run_context(run["id"], run_dir, Path(run["workdir"])),
         already_succeeded=sum(done_per_label.values()),
         done_per_label=done_per_label,
-        attempts={r["name"]: r["attempts"] for r in rows},
+        attempts=attempts,
         to_run=len(unfinished) if to_run is None else to_run,
     )

@@ -8,9 +8,9 @@ jobs that did not change keep their results. The run keeps its working directory
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,9 @@ from executor.formats import load_workflow
 from executor.formats.native import graph_to_dict
 from executor.formats.saved import saved_text
 from executor.model.graph import JobGraph
-from executor.model.states import JobState
 from executor.policy.pools import assign_pools
 from executor.store import Store
+from executor.store.revisions import Revision, revise_jobs
 
 
 def jobs_to_rerun(old: Mapping[str, Any], new: JobGraph) -> tuple[set[str], set[str], set[str]]:
@@ -70,43 +70,13 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
     data["workdir"] = run["workdir"]  # the run keeps where its jobs run
     text = saved_text(data)
     revised = _write_revision(run_dir, text)
-    now = time.time()
-    rows = [(position, job.label, job.describe(), run["id"], job.name)
-            for position, job in enumerate(new)]  # fmt: skip
-
-    def write(conn) -> None:
-        import hashlib
-
-        conn.executemany(
-            "DELETE FROM jobs WHERE run_id = ? AND name = ?", [(run["id"], n) for n in removed]
-        )
-        conn.executemany(
-            "INSERT INTO jobs (run_id, name, position, label, state, command) "
-            "VALUES (?, ?, 0, '', ?, '')",
-            [(run["id"], name, JobState.PENDING.value) for name in added],
-        )
-        conn.executemany(
-            "UPDATE jobs SET position = ?, label = ?, command = ? WHERE run_id = ? AND name = ?",
-            rows,
-        )
-        conn.executemany(
-            "UPDATE jobs SET state = ?, updated = ? WHERE run_id = ? AND name = ?",
-            [(JobState.PENDING.value, now, run["id"], name) for name in rerun],
-        )
-        conn.execute(
-            "UPDATE runs SET n_jobs = ?, workflow_hash = ?, workflow_source = ?, "
-            "workflow_copy = ? WHERE id = ?",
-            (len(new), hashlib.sha256(text.encode()).hexdigest(), str(workflow.resolve()),
-             str(revised), run["id"]),
-        )  # fmt: skip
-        conn.execute(
-            "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)",
-            (run["id"], now, run["state"],
-             f"workflow revised from {workflow}: {len(rerun)} to rerun, "
-             f"{len(added)} added, {len(removed)} removed"),
-        )  # fmt: skip
-
-    store.write(write)
+    revision = Revision(
+        jobs=[(job.name, job.label, job.describe()) for job in new],
+        added=added, removed=removed, rerun=rerun,
+        workflow_hash=hashlib.sha256(text.encode()).hexdigest(),
+        workflow_source=str(workflow.resolve()), workflow_copy=str(revised),
+    )  # fmt: skip
+    revise_jobs(store, run, revision)
     return rerun
 
 

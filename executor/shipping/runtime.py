@@ -20,6 +20,7 @@ from typing import Any
 
 from executor.shipping import tarball as shipping
 from executor.shipping.tarball import Shipment
+from executor.worker.spec import JobSpec
 
 # What each bundle evaluates on the worker (see codecache.bootstrap).
 BOOTSTRAP = "exec(source, space) or space['bootstrap'](specs, code, package)"
@@ -62,7 +63,7 @@ def _codecache_source() -> str:
 
 
 def bootstrap_call(
-    specs: list[dict[str, Any]], code: list[dict[str, Any]], package: str
+    specs: list[JobSpec], code: list[dict[str, Any]], package: str
 ) -> tuple[str, dict[str, Any]]:
     """The arguments of ``eval`` that run ``specs`` on a worker without pilot."""
     arguments = {"source": _codecache_source(), "space": {}, "package": package}

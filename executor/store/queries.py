@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 
 from executor.errors import RunNotFound
-from executor.model.states import JOB_STATES, RunState
+from executor.model.states import JOB_STATES, JobState, RunState
 from executor.store.database import Store
 
 # A driver writes a heartbeat at least this often while it runs.
@@ -196,3 +196,26 @@ def job_states(store: Store, run_id: str) -> dict[str, str]:
         row["name"]: row["state"]
         for row in store.query("SELECT name, state FROM jobs WHERE run_id = ?", [run_id])
     }
+
+
+def job_names(store: Store, run_id: str) -> list[str]:
+    """The names of a run's jobs, in no particular order."""
+    return [row["name"] for row in store.query("SELECT name FROM jobs WHERE run_id = ?", [run_id])]
+
+
+def unfinished_jobs(store: Store, run_id: str) -> dict[str, int]:
+    """Each job of the run that has not succeeded, with its number of attempts so far."""
+    rows = store.query(
+        "SELECT name, attempts FROM jobs WHERE run_id = ? AND state != ?",
+        [run_id, JobState.SUCCEEDED.value],
+    )
+    return {row["name"]: row["attempts"] for row in rows}
+
+
+def succeeded_per_label(store: Store, run_id: str) -> dict[str, int]:
+    """How many jobs of each label of the run succeeded (labels with none are left out)."""
+    rows = store.query(
+        "SELECT label, count(*) AS n FROM jobs WHERE run_id = ? AND state = ? GROUP BY label",
+        [run_id, JobState.SUCCEEDED.value],
+    )
+    return {row["label"]: row["n"] for row in rows}

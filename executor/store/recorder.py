@@ -3,27 +3,36 @@
 The driver queues changes as it learns them and calls :meth:`RunRecorder.flush`
 before it reports them anywhere (progress bar, exit code), so what a user saw is
 always in the database, and a killed driver loses at most the jobs in flight.
+
+Every job-state write here goes through :mod:`executor.store.moves`, which refuses
+moves that :mod:`executor.model.states` does not allow.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from executor.errors import RunStateError
-from executor.model.states import JobState, RunState
+from executor.errors import RunStateError, StoreError
+from executor.model.states import JobState, RunState, legal_sources
 from executor.store.database import Store
+from executor.store.moves import apply_moves, legal, move_all
 from executor.store.queries import driver_alive
+from executor.worker.outcome import FIELDS as OUTCOME_FIELDS
+
+logger = logging.getLogger(__name__)
 
 # A run-level event: no job.
 _RUN_EVENT = "INSERT INTO events (run_id, time, job, state, detail) VALUES (?, ?, NULL, ?, ?)"
 
-_ATTEMPT_FIELDS = (
-    "state", "start", "end", "host", "exit_code", "signal", "failure_class",
-    "message", "stdout", "stderr", "block_id", "result", "peak_rss_mb", "cpu_seconds",
-    "batch_job_id",
-)  # fmt: skip
+# The states a job may become succeeded from when a worker's outcome log says so: the
+# driver that made it ready and running may have died before it committed either.
+_RECOVERABLE = legal_sources(JobState.SUCCEEDED, through=(JobState.READY, JobState.RUNNING))
+
+# An attempt's row holds every field of its outcome (executor.worker.outcome.Outcome).
+_ATTEMPT_FIELDS = OUTCOME_FIELDS
 
 
 class RunRecorder:
@@ -32,7 +41,8 @@ class RunRecorder:
     def __init__(self, store: Store, run_id: str):
         self.store = store
         self.run_id = run_id
-        self._jobs: dict[str, tuple[str, int | None]] = {}
+        # job -> (first state queued in this batch, last one, attempt count), as values
+        self._jobs: dict[str, tuple[str, str, int | None]] = {}
         self._events: list[tuple[str, float, str | None, str, str | None]] = []
         self._new_attempts: list[tuple] = []
         self._finished_attempts: list[dict[str, Any]] = []
@@ -41,10 +51,26 @@ class RunRecorder:
     def job_state(
         self, name: str, state: JobState, *, detail: str | None = None, attempts: int | None = None
     ) -> None:
-        if attempts is None and name in self._jobs:
-            attempts = self._jobs[name][1]  # keep a count queued earlier in this batch
-        self._jobs[name] = (state.value, attempts)
-        self._events.append((self.run_id, time.time(), name, state.value, detail))
+        """Queue a move of job ``name`` to ``state``, and its event.
+
+        Raises
+        ------
+        StoreError
+            When the move is illegal after a move of the job queued earlier in this
+            batch; one from the job's stored state is refused by :meth:`flush`.
+        """
+        value = first = state.value
+        if name in self._jobs:
+            first, last, queued = self._jobs[name]
+            if not legal(last, value):
+                raise StoreError(
+                    f"illegal move of job {name!r} in run {self.run_id}: {last} -> {value} "
+                    "(see executor/model/states.py)"
+                )
+            if attempts is None:
+                attempts = queued  # keep a count queued earlier in this batch
+        self._jobs[name] = (first, value, attempts)
+        self._events.append((self.run_id, time.time(), name, value, detail))
 
     def attempt_submitted(
         self,
@@ -72,22 +98,24 @@ class RunRecorder:
 
     # -- writing --------------------------------------------------------------------
     def flush(self) -> None:
+        """Write everything queued in one transaction.
+
+        Raises
+        ------
+        StoreError
+            When the database cannot be written, or a job's first queued move is illegal
+            from its stored state (:func:`executor.store.moves.apply_moves`); nothing is
+            written then, and the changes stay queued.
+        """
         if not self.pending:
             return
         now = time.time()
-        jobs = [
-            (state, attempts, now, self.run_id, name)
-            for name, (state, attempts) in self._jobs.items()
-        ]
+        jobs = self._jobs
         events, new_attempts, finished = self._events, self._new_attempts, self._finished_attempts
         assignments = ", ".join(f"{key} = :{key}" for key in _ATTEMPT_FIELDS)
 
         def write(conn) -> None:
-            conn.executemany(
-                "UPDATE jobs SET state = ?, attempts = coalesce(?, attempts), updated = ? "
-                "WHERE run_id = ? AND name = ?",
-                jobs,
-            )
+            apply_moves(conn, self.run_id, jobs, now)
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts "
                 "(run_id, job, attempt, state, submitted, pool, memory_mb) "
@@ -156,8 +184,9 @@ def create_run(store: Store, run: Mapping[str, Any], jobs: Iterable[tuple[str, s
 def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> list[str]:
     """Take over a run for a new driver and reset every unfinished job to pending.
 
-    Returns the names of the jobs that will run again. Succeeded jobs keep their state
-    and are never rerun.
+    Returns the names of the jobs that will run again: every job that may move to
+    pending (:func:`executor.store.moves.move_all`), and those pending already.
+    Succeeded jobs may not, so they keep their state and are never rerun.
     """
     now = time.time()
 
@@ -171,17 +200,14 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
                 f"run {run_id} is still running: its driver (pid {row['pid']} on {row['host']}) "
                 "is alive; wait for it to end or cancel it first"
             )
+        move_all(conn, run_id, JobState.PENDING, now)
         names = [
             row[0]
             for row in conn.execute(
-                "SELECT name FROM jobs WHERE run_id = ? AND state != ?",
-                (run_id, JobState.SUCCEEDED.value),
+                "SELECT name FROM jobs WHERE run_id = ? AND state = ?",
+                (run_id, JobState.PENDING.value),
             )
         ]
-        conn.execute(
-            "UPDATE jobs SET state = ?, updated = ? WHERE run_id = ? AND state != ?",
-            (JobState.PENDING.value, now, run_id, JobState.SUCCEEDED.value),
-        )
         # Attempts the dead driver left "running" never reported back.
         conn.execute(
             "UPDATE attempts SET state = 'failed', failure_class = 'pilot_lost', "
@@ -219,6 +245,11 @@ def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, A
     committed the attempt at all, loses nothing: a succeeded job becomes succeeded
     here and is never run again. Only attempts the store does not know as finished
     are touched. Returns how many jobs this marked succeeded.
+
+    A job becomes succeeded from running, or from ready or pending when the driver died
+    before it committed those moves (:data:`_RECOVERABLE`). A success recorded for a
+    job in any other state is refused, attempt and all, with a warning: the job keeps
+    its state, and a restart runs it again.
     """
     records = list(records)
     if not records:
@@ -238,6 +269,14 @@ def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, A
             job, attempt = record["job"], record["attempt"]
             if job not in known:
                 continue
+            success = record.get("state") == JobState.SUCCEEDED.value
+            if success and known[job] not in (*_RECOVERABLE, JobState.SUCCEEDED.value):
+                logger.warning(
+                    "refused the success of job %r attempt %s in run %s from the outcome "
+                    "log: the job is %s, and %s -> succeeded is not a legal move; a restart "
+                    "runs it again", job, attempt, run_id, known[job], known[job],
+                )  # fmt: skip
+                continue
             row = {key: record.get(key) for key in _ATTEMPT_FIELDS}
             row.update(run_id=run_id, job=job, attempt=attempt)
             # The driver may have died before committing the attempt it had submitted.
@@ -251,7 +290,7 @@ def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, A
                 "AND attempt = :attempt AND state = 'running'",
                 row,
             ).rowcount
-            if not changed or record.get("state") != JobState.SUCCEEDED.value:
+            if not changed or not success:
                 continue
             if known[job] == JobState.SUCCEEDED.value:
                 continue
@@ -280,11 +319,7 @@ def abandon_unfinished(store: Store, run_id: str, state: RunState, message: str)
     now = time.time()
 
     def write(conn) -> None:
-        conn.execute(
-            "UPDATE jobs SET state = 'cancelled', updated = ? WHERE run_id = ? "
-            "AND state IN ('pending', 'ready', 'running')",
-            (now, run_id),
-        )
+        move_all(conn, run_id, JobState.CANCELLED, now)  # the pending, ready and running
         conn.execute(
             "UPDATE attempts SET state = 'failed', failure_class = 'cancelled', message = ?, "
             "end = coalesce(end, ?) WHERE run_id = ? AND state = 'running'",

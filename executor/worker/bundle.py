@@ -1,8 +1,9 @@
 """What runs inside a pilot: one job attempt, start to finish.
 
 This module is imported by every Parsl worker, so it imports only the standard
-library and starts fast. It returns plain dicts (no pilot classes) so results
-unpickle in the driver without surprises.
+library and starts fast. It takes a :class:`~executor.worker.spec.JobSpec` and returns
+an :class:`~executor.worker.outcome.Outcome`, both plain dicts (no pilot classes), so
+they unpickle on either side without surprises.
 
 Each job runs in its own session and process group: a walltime, a cancel or the
 worker's own termination kills the job's whole process tree, not just its first
@@ -20,9 +21,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from . import outcome_log
+from .outcome import CodeMissing, Details, LoggedOutcome, Outcome, failed, succeeded
+from .spec import JobSpec
 from .watch import Watch, kill_group
 
 # Runs a function job in a fresh interpreter: reads the call from stdin, imports the
@@ -57,7 +60,7 @@ def _is_program(word: str, path: str) -> bool:
     return _PROGRAMS[(word, path)]
 
 
-def _argv(spec: dict[str, Any], env: dict[str, str]) -> list[str]:
+def _argv(spec: JobSpec, env: dict[str, str]) -> list[str]:
     if spec["kind"] == "function":
         return [sys.executable, "-c", _FUNCTION_RUNNER]
     command = spec["command"]
@@ -66,6 +69,8 @@ def _argv(spec: dict[str, Any], env: dict[str, str]) -> list[str]:
         if _PLAIN_WORDS.match(command) and _is_program(words[0], env.get("PATH", "")):
             return words
         return ["bash", "-c", command]
+    if command is None:  # the driver validates every job: never sent
+        raise ValueError(f"shell job {spec['job']!r} has no command")
     return list(command)
 
 
@@ -86,7 +91,7 @@ def _base_environment(path: str | None) -> dict[str, str]:
     return dict(_BASE_ENVIRONMENTS[path])
 
 
-def _environment(spec: dict[str, Any]) -> dict[str, str]:
+def _environment(spec: JobSpec) -> dict[str, str]:
     env = _base_environment(spec.get("environment_file"))
     # The pilot's batch-job variables (SLURM_JOB_ID, ...) say where the job runs now.
     env.update((k, v) for k, v in os.environ.items() if k.startswith("SLURM_"))
@@ -114,8 +119,8 @@ def signal_name(number: int) -> str:
 
 
 def run_bundle(
-    specs: list[dict[str, Any]], code: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]] | dict[str, Any]:
+    specs: list[JobSpec], code: list[dict[str, Any]] | None = None
+) -> list[Outcome] | CodeMissing:
     """Run several jobs back to back in this worker; each keeps its own outcome.
 
     One failing job does not stop the others. Once the run is cancelled, jobs not
@@ -135,82 +140,72 @@ def run_bundle(
         except (codecache.CodeUnavailable, OSError, EOFError, ValueError) as exc:
             return [_code_failure(exc) for _ in specs]
         if "code_missing" in ready:
-            return ready
+            return cast(CodeMissing, ready)
         trees = [ready[item["sha256"]] for item in code if not item.get("runtime")]
     outcomes = []
     for spec in specs:
         outcome = _run_one(spec, trees)
         outcomes.append(outcome)
-        if spec.get("outcome_log"):
-            outcome_log.append(
-                spec["outcome_log"], {"job": spec["job"], "attempt": spec["attempt"], **outcome}
-            )
+        log = spec.get("outcome_log")
+        if log:
+            record: LoggedOutcome = {"job": spec["job"], "attempt": spec["attempt"], **outcome}
+            outcome_log.append(log, record)
     return outcomes
 
 
-def _run_one(spec: dict[str, Any], trees: list[str]) -> dict[str, Any]:
+def _run_one(spec: JobSpec, trees: list[str]) -> Outcome:
     """One job's outcome, whatever happens: nothing one job does reaches its bundle-mates."""
     cancel_path = spec.get("cancel_path")
     if cancel_path and os.path.exists(cancel_path):
-        return {
-            "state": "failed", "failure_class": "cancelled", "start": None,
-            "end": time.time(), "exit_code": None, "signal": None,
-            "message": "the run was cancelled before this job started",
-        }  # fmt: skip
+        return failed("cancelled", "the run was cancelled before this job started")
     try:
         return run_job({**spec, "code": trees} if trees else spec)
     except Exception:  # a fault of this runtime (or its node) with this job, not the job's own
         import traceback
 
-        return {
-            "state": "failed", "failure_class": "worker_error", "start": None,
-            "end": time.time(), "exit_code": None, "signal": None,
-            "host": socket.gethostname(), "block_id": os.environ.get("PARSL_WORKER_BLOCK_ID"),
-            "message": "pilot's worker failed running this job (please report it):\n"
+        return failed(
+            "worker_error",
+            "pilot's worker failed running this job (please report it):\n"
             + traceback.format_exc(limit=8),
-        }  # fmt: skip
+            host=socket.gethostname(),
+            block_id=os.environ.get("PARSL_WORKER_BLOCK_ID"),
+        )
 
 
-def _code_failure(exc: BaseException) -> dict[str, Any]:
-    return {
-        "state": "failed", "failure_class": "code_unavailable", "start": None,
-        "end": time.time(), "exit_code": None, "signal": None, "host": socket.gethostname(),
-        "message": f"the shipped code is not usable on {socket.gethostname()}: {exc}",
-    }  # fmt: skip
+def _code_failure(exc: BaseException) -> Outcome:
+    host = socket.gethostname()
+    return failed("code_unavailable", f"the shipped code is not usable on {host}: {exc}", host=host)
 
 
-def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+def run_job(spec: JobSpec) -> Outcome:
     """Run one attempt of one job and describe how it went.
 
     Parameters
     ----------
     spec
-        Built by the driver: ``kind``, ``command`` or ``function``/``args``/``kwargs``,
-        ``workdir``, ``environment``, ``walltime``, ``stdout``/``stderr`` paths and the
-        ``cancel_path`` marker whose appearance means "stop now".
+        Built by the driver (:func:`executor.driver.context.job_spec`).
 
     Returns
     -------
-    dict
-        ``state`` (``succeeded``/``failed``), ``exit_code``, ``signal``,
-        ``failure_class``, ``message``, ``start``, ``end``, ``host`` and, for
-        function jobs, ``result`` (the JSON-encoded return value).
+    Outcome
+        Every field of :class:`~executor.worker.outcome.Outcome`; ``result`` (the
+        JSON-encoded return value) for a function job that succeeded.
     """
-    outcome: dict[str, Any] = {
+    where: Details = {
+        "start": time.time(),
         "host": socket.gethostname(),
         # Set by Parsl's worker pool: which pilot (block) ran this attempt.
         "block_id": os.environ.get("PARSL_WORKER_BLOCK_ID"),
         "batch_job_id": os.environ.get("SLURM_JOB_ID"),
         "stdout": spec["stdout"],
         "stderr": spec["stderr"],
-        "start": time.time(),
     }
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
     if spec.get("in_process") and threading.current_thread() is threading.main_thread():
         from .inprocess import run_function_here
 
-        outcome.update(run_function_here(spec, _environment(spec), result_path))
+        outcome = run_function_here(spec, _environment(spec), result_path, where)
         if outcome["state"] == "succeeded":
             outcome["result"] = _read_result(result_path)
         return outcome
@@ -228,22 +223,15 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 stdin=stdin, stdout=out, stderr=err, start_new_session=True,
             )  # fmt: skip
     except OSError as exc:
-        outcome.update(
-            state="failed",
-            end=time.time(),
-            exit_code=None,
-            signal=None,
-            failure_class="exit_code",
-            message=f"could not start the job: {exc}",
-        )
-        return outcome
+        return failed("exit_code", f"could not start the job: {exc}", **where)
 
     previous_handler = _forward_termination(process)
     try:
         if process.stdin is not None:
-            call = {key: spec[key] for key in ("function", "args", "kwargs")}
-            call["result_path"] = result_path
-            call["code"] = spec.get("code") or []
+            call = {
+                "function": spec["function"], "args": spec["args"], "kwargs": spec["kwargs"],
+                "result_path": result_path, "code": spec.get("code") or [],
+            }  # fmt: skip
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
         watch = Watch(process, spec)
@@ -253,42 +241,35 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         kill_group(process.pid, signal.SIGKILL)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-    outcome["end"] = time.time()
-    outcome["peak_rss_mb"] = watch.peak_mb
-    outcome["cpu_seconds"] = watch.cpu_seconds
     code = watch.returncode
-    outcome["exit_code"] = code if code >= 0 else None
-    outcome["signal"] = -code if code < 0 else None
+    ended: Details = {
+        **where,
+        "end": time.time(),
+        "exit_code": code if code >= 0 else None,
+        "signal": -code if code < 0 else None,
+        "peak_rss_mb": watch.peak_mb,
+        "cpu_seconds": watch.cpu_seconds,
+    }
     if stopped_for == "timeout":
-        outcome.update(
-            state="failed",
-            failure_class="timeout",
-            message=f"killed after exceeding its walltime of {spec['walltime']:g}s",
+        return failed(
+            "timeout", f"killed after exceeding its walltime of {spec['walltime']:g}s", **ended
         )
-    elif stopped_for == "out_of_memory":
-        outcome.update(
-            state="failed",
-            failure_class="out_of_memory",
-            message=(
-                f"killed using {watch.peak_mb:.0f}MB, more than its {spec['memory']}MB request "
-                f"(+{spec['memory_tolerance']:.0%} tolerance)"
-            ),
+    if stopped_for == "out_of_memory":
+        return failed(
+            "out_of_memory",
+            f"killed using {watch.peak_mb:.0f}MB, more than its {spec['memory']}MB request "
+            f"(+{spec['memory_tolerance']:.0%} tolerance)",
+            **ended,
         )
-    elif stopped_for == "cancelled":
-        outcome.update(state="failed", failure_class="cancelled", message="the run was cancelled")
-    elif code == 0:
-        outcome.update(state="succeeded", failure_class=None, message=None)
+    if stopped_for == "cancelled":
+        return failed("cancelled", "the run was cancelled", **ended)
+    if code == 0:
         if spec["kind"] == "function":
-            outcome["result"] = _read_result(result_path)
-    elif code < 0:
-        outcome.update(
-            state="failed",
-            failure_class="signal",
-            message=f"killed by signal {signal_name(-code)}",
-        )
-    else:
-        outcome.update(state="failed", failure_class="exit_code", message=f"exit code {code}")
-    return outcome
+            ended["result"] = _read_result(result_path)
+        return succeeded(**ended)
+    if code < 0:
+        return failed("signal", f"killed by signal {signal_name(-code)}", **ended)
+    return failed("exit_code", f"exit code {code}", **ended)
 
 
 def _forward_termination(process: subprocess.Popen):

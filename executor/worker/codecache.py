@@ -26,7 +26,11 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # for the type checker only: this module must import nothing of pilot's
+    from .outcome import CodeMissing, Outcome
+    from .spec import JobSpec
 
 # Where trees are unpacked; otherwise a private directory under the system temp dir.
 CACHE_VARIABLE = "PILOT_CACHE"
@@ -60,11 +64,7 @@ def cache_root() -> str:
     return root
 
 
-def tree_path(sha256: str, root: str | None = None) -> str:
-    return os.path.join(root or cache_root(), _checked_hash(sha256))
-
-
-def ready_trees(shipments: list[dict[str, Any]]) -> dict[str, str] | dict[str, Any]:
+def ready_trees(shipments: list[dict[str, Any]]) -> dict[str, str] | CodeMissing:
     """Make every shipment available here; return ``{sha256: tree}``.
 
     A shipment is ``{"sha256", "size", "path"?, "chunk_size"?, "chunks"?: {index: bytes}}``.
@@ -309,7 +309,9 @@ def with_code_on_paths(env: dict[str, str], trees: list[str]) -> dict[str, str]:
 
 
 # -- on workers without pilot ---------------------------------------------------------
-def bootstrap(specs: list[dict[str, Any]], code: list[dict[str, Any]], package: str) -> Any:
+def bootstrap(
+    specs: list[JobSpec], code: list[dict[str, Any]], package: str
+) -> list[Outcome] | CodeMissing:
     """Run a bundle with pilot's worker runtime taken from the shipped code itself.
 
     Called on a worker that has only Python (and its executor software): this
@@ -324,7 +326,7 @@ def bootstrap(specs: list[dict[str, Any]], code: list[dict[str, Any]], package: 
     runtime_items = [item for item in code if item.get("runtime")]
     ready = ready_trees(runtime_items)
     if "code_missing" in ready:
-        return ready
+        return cast("CodeMissing", ready)
     runtime = ready[runtime_items[0]["sha256"]]
     if runtime not in sys.path:
         sys.path.append(runtime)  # last: it holds only the runtime, never shadows user code

@@ -21,15 +21,18 @@ import time
 import traceback
 from typing import Any
 
+from .outcome import Details, Outcome, failed, succeeded
+from .spec import JobSpec
+
 
 class _Walltime(BaseException):
     """Raised inside the job when its walltime is over (BaseException: hard to swallow)."""
 
 
 def run_function_here(
-    spec: dict[str, Any], environment: dict[str, str], result_path: str
-) -> dict[str, Any]:
-    """Call ``spec["function"]``; return the same outcome fields as a subprocess run."""
+    spec: JobSpec, environment: dict[str, str], result_path: str, where: Details
+) -> Outcome:
+    """Call ``spec["function"]``; return its outcome, with ``where`` (start, host, logs)."""
     # The log files first: if they cannot be opened, nothing of the worker has changed.
     out = os.open(spec["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -40,58 +43,51 @@ def run_function_here(
     saved = _Saved.take()
     modules_before = set(sys.modules)
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    outcome: dict[str, Any] = {"exit_code": None, "signal": None, "peak_rss_mb": None}
+    function = spec["function"] or ""  # a function job names one (checked at submit)
+    exit_code: int | None = 0
+    failure: tuple[str, str] | None = None  # failure class and message
     try:
         _redirect(out, err)
         _set_environ(environment)
         os.chdir(spec["workdir"])
         # Shipped code first, so the shipped copy is imported rather than the original.
         sys.path[:0] = [*spec.get("code", ()), spec["workdir"]]
-        sys.argv = [spec["function"]]
+        sys.argv = [function]
         _arm(spec.get("walltime"))
         try:
-            value = _resolve(spec["function"])(*spec["args"], **spec["kwargs"])
+            value = _resolve(function)(*spec["args"], **spec["kwargs"])
         finally:
             _arm(None)
         with open(result_path, "w") as handle:
             json.dump(value, handle, default=repr)
-        outcome.update(state="succeeded", exit_code=0, failure_class=None, message=None)
     except _Walltime:
-        outcome.update(
-            state="failed",
-            failure_class="timeout",
-            message=f"killed after exceeding its walltime of {spec['walltime']:g}s",
-        )
+        exit_code = None
+        failure = ("timeout", f"killed after exceeding its walltime of {spec['walltime']:g}s")
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code:
-            outcome.update(
-                state="failed",
-                exit_code=code,
-                failure_class="exit_code",
-                message=f"exit code {code}",
-            )
-        else:
-            outcome.update(state="succeeded", exit_code=0, failure_class=None, message=None)
+        exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exit_code:
+            failure = ("exit_code", f"exit code {exit_code}")
     except BaseException as exc:  # noqa: BLE001 - the job's own error, reported as such
         traceback.print_exc()
-        outcome.update(
-            state="failed",
-            exit_code=1,
-            failure_class="exit_code",
-            message=f"exit code 1: {type(exc).__name__}: {exc}",
-        )
+        exit_code = 1
+        failure = ("exit_code", f"exit code 1: {type(exc).__name__}: {exc}")
     finally:
         saved.restore()
         os.close(out)
         os.close(err)
         _forget_user_modules(modules_before, [spec["workdir"], *spec.get("code", ())])
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    outcome["cpu_seconds"] = (usage.ru_utime - usage_before.ru_utime) + (
-        usage.ru_stime - usage_before.ru_stime
-    )
-    outcome["end"] = time.time()
-    return outcome  # fmt: skip
+    # No peak memory: the kernel's figure is the whole worker's, not this job's.
+    ended: Details = {
+        **where,
+        "end": time.time(),
+        "exit_code": exit_code,
+        "cpu_seconds": (usage.ru_utime - usage_before.ru_utime)
+        + (usage.ru_stime - usage_before.ru_stime),
+    }
+    if failure is None:
+        return succeeded(**ended)
+    return failed(*failure, **ended)
 
 
 class _Saved:

@@ -23,7 +23,9 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import cast
+
+from .outcome import LoggedOutcome
 
 DIRECTORY = "outcomes"
 SUFFIX = ".jsonl"
@@ -32,8 +34,8 @@ SUFFIX = ".jsonl"
 _OPEN: dict[str, int] = {}
 
 
-def append(run_dir: str, record: dict[str, Any]) -> bool:
-    """Append ``record`` (with ``job`` and ``attempt``) to this process's file.
+def append(run_dir: str, record: LoggedOutcome) -> bool:
+    """Append ``record`` (an outcome with its ``job`` and ``attempt``) to this process's file.
 
     Returns ``False`` when the run directory cannot be written (no shared
     filesystem): the outcome then travels only with the bundle's result. Never raises
@@ -67,9 +69,9 @@ class OutcomeReader:
         self.directory = os.path.join(os.fspath(run_dir), DIRECTORY)
         self._offsets: dict[str, int] = {}
 
-    def read_new(self) -> list[dict[str, Any]]:
+    def read_new(self) -> list[LoggedOutcome]:
         """Every complete record written since the previous call."""
-        records: list[dict[str, Any]] = []
+        records: list[LoggedOutcome] = []
         try:
             entries = list(os.scandir(self.directory))
         except OSError:  # no job has finished yet (or no shared filesystem)
@@ -92,16 +94,16 @@ class OutcomeReader:
         return records
 
 
-def read_all(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def read_all(run_dir: str | os.PathLike) -> list[LoggedOutcome]:
     """Every complete record in a run directory (for a restart or a cancel)."""
     return OutcomeReader(run_dir).read_new()
 
 
-def _parse(data: bytes) -> Iterator[dict[str, Any]]:
+def _parse(data: bytes) -> Iterator[LoggedOutcome]:
     for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:  # a torn line (a node that crashed mid-write): skip it
             continue
         if isinstance(record, dict) and "job" in record and "attempt" in record:
-            yield record
+            yield cast(LoggedOutcome, record)  # what a worker of this run wrote

@@ -9,7 +9,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any
+
+from .spec import JobSpec
 
 # How long a job may take to exit after SIGTERM before it gets SIGKILL.
 KILL_GRACE_SECONDS = 2.0
@@ -32,7 +33,7 @@ class Watch:
     when needed), because the kernel's figure is per process, not per tree.
     """
 
-    def __init__(self, process: subprocess.Popen, spec: dict[str, Any]):
+    def __init__(self, process: subprocess.Popen, spec: JobSpec):
         self.process = process
         walltime = spec.get("walltime")
         self.deadline = time.monotonic() + walltime if walltime else None

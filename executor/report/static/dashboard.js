@@ -98,18 +98,29 @@ function pilotTable(run) {
     el('tbody', {}, ...rows)), note);
 }
 
+// Each group: failed for good (count, jobs) and recovered on a retry (recovered,
+// recovered_jobs), as in `pilot report --json`; the example carries message and stderr.
 function failures(run) {
-  if (!run.failures.length) return el('p', {class: 'state-succeeded'}, 'no failed jobs');
-  return el('div', {id: 'failures'}, ...run.failures.map((g) => {
-    const more = g.count - g.jobs.length;
-    return el('div', {class: 'failure'},
-      el('h3', {}, el('span', {class: 'state-failed'}, `${g.count} × ${g.cause}`),
-        ` in label ${g.label}`),
-      el('p', {class: 'meta'}, 'jobs: ' + g.jobs.join(', ') + (more ? ` and ${more} more` : '')),
-      g.message ? el('p', {class: 'meta'}, g.message) : null,
-      g.stderr_tail.length ? el('p', {class: 'meta'}, `stderr of ${g.example}, last lines:`)
+  const failed = run.failures.some((g) => g.count);
+  const none = failed ? null : el('p', {class: 'state-succeeded'}, 'no failed jobs');
+  return el('div', {id: 'failures'}, none, ...run.failures.map((g) => {
+    const names = [...g.jobs, ...g.recovered_jobs.map((name) => `${name} (recovered)`)];
+    const more = g.count + g.recovered - names.length;
+    const example = g.example;
+    const which = example.recovered
+      ? `${example.job} (attempt ${example.attempts}, recovered)` : example.job;
+    const labels = (g.labels.length === 1 ? 'label ' : 'labels ') + g.labels.join(', ');
+    return el('div', {class: 'failure', 'data-cause': g.cause},
+      el('h3', {}, el('span', {class: g.count ? 'state-failed' : 'state-blocked'},
+        `${g.count + g.recovered} × ${g.cause}`), ` in ${labels}`),
+      g.recovered ? el('p', {class: 'meta recovered'}, `${g.count} failed for good, `
+        + `${g.recovered} recovered (succeeded on a later attempt)`) : null,
+      el('p', {class: 'meta'}, 'jobs: ' + names.join(', ') + (more ? ` and ${more} more` : '')),
+      example.message ? el('p', {class: 'meta'}, example.message) : null,
+      example.stderr_tail.length ? el('p', {class: 'meta'}, `stderr of ${which}, last lines:`)
         : null,
-      g.stderr_tail.length ? el('pre', {class: 'log'}, g.stderr_tail.join('\n')) : null);
+      example.stderr_tail.length ? el('pre', {class: 'log'}, example.stderr_tail.join('\n'))
+        : null);
   }));
 }
 
