@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
-from helpers import run_pilot
+import pytest
+from helpers import pilot_cmd, run_pilot
 from seed import seed_run
 
 from executor.model.states import RunState
@@ -80,10 +82,45 @@ def test_gc_leaves_a_directory_that_is_not_the_runs(tmp_path: Path) -> None:
 def test_gc_cli_removes_only_your_runs_by_default(tmp_path: Path, subprocess_env: dict) -> None:
     db = _seed(tmp_path)
     env = {**subprocess_env, "LOGNAME": "me", "USER": "me"}
-    result = run_pilot("gc", "--older-than", "30d", "--db", db, env=env)
+    # Not at a terminal and without --yes: it says what it would remove, and removes nothing.
+    asked = run_pilot("gc", "--older-than", "30d", "--db", db, env=env)
+    assert asked.returncode == 2 and "add --yes" in asked.stderr
+    assert "will remove old-mine" in asked.stdout
+    with Store(db) as store:
+        assert _ids(store) == ["new-mine", "old-live", "old-mine", "old-theirs"]
+    result = run_pilot("gc", "--older-than", "30d", "--yes", "--db", db, env=env)
     assert result.returncode == 0, result.stderr
     assert "removed old-mine" in result.stdout and "removed 1 run(s)" in result.stdout
     with Store(db) as store:
         assert _ids(store) == ["new-mine", "old-live", "old-theirs"]
     bad = run_pilot("gc", "--older-than", "a while", "--db", db, env=env)
     assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
+@pytest.mark.parametrize("ambiguous", ["1m", "30", "90s", "1 month", "2:00:00"])
+def test_gc_age_needs_hours_days_or_weeks(tmp_path: Path, subprocess_env: dict, ambiguous: str):
+    db = _seed(tmp_path)
+    result = run_pilot("gc", "--older-than", ambiguous, "--yes", "--db", db, env=subprocess_env)
+    assert result.returncode == 2 and "12h, 30d or 2w" in result.stderr
+    with Store(db) as store:
+        assert len(_ids(store)) == 4  # nothing removed
+
+
+def test_gc_asks_at_a_terminal_and_removes_only_after_yes(tmp_path: Path, subprocess_env: dict):
+    import pty
+
+    db = _seed(tmp_path)
+    env = {**subprocess_env, "LOGNAME": "me", "USER": "me"}
+    for answer, left in ((b"n\n", 4), (b"y\n", 3)):
+        leader, follower = pty.openpty()
+        child = subprocess.Popen(
+            pilot_cmd("gc", "--older-than", "30d", "--db", db), env=env,
+            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(follower)
+        os.write(leader, answer)
+        out, _ = child.communicate(timeout=60)
+        os.close(leader)
+        assert b"will remove old-mine" in out and b"Remove these 1 run(s)?" in out
+        with Store(db) as store:
+            assert len(_ids(store)) == left

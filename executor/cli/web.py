@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -67,9 +68,29 @@ def serve(port: int, host: str, allow_remote: bool, refresh: float, db: Path | N
             pass
 
 
+# `--older-than` takes days, hours or weeks only: `1m` could be a minute or a month, and
+# a typo of that kind must not delete a month of runs.
+_GC_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhw])\s*$", re.IGNORECASE)
+_GC_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def gc_age(text: str) -> float:
+    """``--older-than`` in seconds; only ``12h``, ``30d``, ``2w`` forms are accepted."""
+    match = _GC_AGE.match(text)
+    if not match:
+        raise BadInput(
+            f"--older-than {text!r}: give hours, days or weeks with their unit, e.g. 12h, "
+            "30d or 2w (minutes and months are not accepted: `1m` could be either)"
+        )
+    return float(match.group(1)) * _GC_UNITS[match.group(2).lower()]
+
+
 @cli.command()
-@click.option("--older-than", required=True, help="Remove runs that ended this long ago: 30d.")
+@click.option(
+    "--older-than", required=True, help="Remove runs that ended this long ago: 12h, 30d, 2w."
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--yes", is_flag=True, help="Remove without asking (for scripts).")
 @click.option("--all-users", is_flag=True, help="Include everyone's runs, not only yours.")
 @click.option("--user", "user", default=None, help="Only the runs of user NAME.")
 @json_option
@@ -77,6 +98,7 @@ def serve(port: int, host: str, allow_remote: bool, refresh: float, db: Path | N
 def gc(
     older_than: str,
     dry_run: bool,
+    yes: bool,
     all_users: bool,
     user: str | None,
     as_json: bool,
@@ -85,26 +107,37 @@ def gc(
     """Remove old runs from the database, and their run directories.
 
     A run is removed when it ended (or its driver was lost) longer ago than
-    --older-than; a run whose driver is alive is never removed.
+    --older-than; a run whose driver is alive is never removed. What would be
+    removed is listed first, and removed only once you confirm (or with --yes).
 
     \b
     Examples:
       pilot gc --older-than 30d --dry-run
       pilot gc --older-than 90d --all-users
+      pilot gc --older-than 2w --yes --json
     """
     import dataclasses
 
-    from executor.model.units import parse_duration
     from executor.report.render import age
     from executor.store.retention import collect
 
-    try:
-        seconds = parse_duration(older_than)
-    except ValueError as exc:
-        raise BadInput(f"--older-than: {exc}") from exc
+    seconds = gc_age(older_than)
     owner, _ = run_filter(all_users, user, None)
     store, _ = open_store(db)
     with store:
+        if not dry_run and not yes:
+            planned = collect(store, seconds, owner=owner, dry_run=True)
+            if not planned:
+                click.echo("nothing to remove")
+                return
+            for removal in planned:
+                click.echo(
+                    f"will remove {removal.run_id} ({removal.owner}, {removal.state}, "
+                    f"last active {age(removal.last_activity)}) and {removal.run_dir}"
+                )
+            if as_json or not sys.stdin.isatty():
+                raise BadInput(f"{len(planned)} run(s) would be removed: add --yes to remove them")
+            click.confirm(f"Remove these {len(planned)} run(s)?", abort=True)
         removals = collect(store, seconds, owner=owner, dry_run=dry_run)
     if as_json:
         click.echo(
