@@ -41,7 +41,11 @@ def test_a_detached_run_completes_and_is_visible_from_another_process(
     status = status_json(run_id)
     assert status["state"] == "succeeded" and status["jobs"]["succeeded"] == 6
     assert sorted(log.read_text().split()) == [f"job-{i}" for i in range(6)]
-    assert (Path(status["run_dir"]) / "driver.log").exists()
+    # The detached driver says in its log what happened, for when a run misbehaves.
+    driver_log = (Path(status["run_dir"]) / "driver.log").read_text()
+    assert f"run {run_id}: 6 job(s) to run on site 'local'" in driver_log
+    assert "progress: 6 succeeded" in driver_log
+    assert f"run {run_id} ended succeeded" in driver_log
     watched = run_pilot("status", run_id, "--watch")
     assert watched.returncode == 0 and "succeeded" in watched.stdout
 

@@ -288,6 +288,7 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
     from executor.runs.drive import drive
     from executor.runs.resume import load_run
 
+    _log_to_driver_log()
     store, _ = open_store(db)
     with store:
         if adopt:
@@ -299,4 +300,40 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
             store, resumed.graph, resumed.site, resumed.context,
             attempts=resumed.attempts,
             done_per_label=resumed.done_per_label,
+            on_progress=_ProgressLog(),
         )  # fmt: skip
+
+
+def _log_to_driver_log() -> None:
+    """A detached driver's stderr is its run's driver.log: say there what happens."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("executor")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+class _ProgressLog:
+    """Logs the job counts at most every ``interval`` seconds, and whenever a job ends for good."""
+
+    def __init__(self, interval: float = 30.0):
+        self.interval = interval
+        self._last = 0.0
+        self._final: tuple[int, ...] = ()
+
+    def __call__(self, counts: dict[str, dict[str, int]]) -> None:
+        import logging
+
+        from executor.model.states import JOB_STATES
+
+        totals = {state: sum(c.get(state, 0) for c in counts.values()) for state in JOB_STATES}
+        final = (totals["succeeded"], totals["failed"], totals["blocked"], totals["cancelled"])
+        now = time.monotonic()
+        if now - self._last < self.interval and final == self._final:
+            return
+        self._last, self._final = now, final
+        logging.getLogger("executor.progress").info(
+            "progress: %s", ", ".join(f"{n} {state}" for state, n in totals.items() if n)
+        )

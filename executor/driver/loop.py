@@ -9,7 +9,6 @@ Every state change is committed to the store before it is shown to anyone.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
@@ -213,6 +212,10 @@ class Driver:
 
     def run(self) -> RunState:
         """Run to the end; return the run's final state (also recorded in the store)."""
+        logger.info(
+            "run %s: %d job(s) to run on site %r (pools: %s)", self.context.run_id,
+            len(self.graph), self.site.name, ", ".join(p.name for p in self.site.pools),
+        )  # fmt: skip
         for name in self.schedule.initially_ready():
             self._record(name, JobState.READY)
         last_heartbeat = time.monotonic()
@@ -246,6 +249,7 @@ class Driver:
             final = RunState.SUCCEEDED
         self.recorder.run_state(final, message=self._abort)
         self._report_progress()
+        logger.info("run %s ended %s (%s)", self.context.run_id, final, self._abort or "no abort")
         return final
 
     def _memory(self, name: str) -> int | None:
@@ -413,6 +417,11 @@ class Driver:
             self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
         )
         self._retry[name] = decision.state
+        logger.info(
+            "job %s attempt %d failed (%s: %s); %s", name, attempt, outcome["failure_class"],
+            next(iter((outcome.get("message") or "").splitlines()), ""),
+            decision.detail or decision.action,
+        )  # fmt: skip
         if decision.action == "retry":
             self.schedule.requeue(name)
             self._record(name, JobState.READY, detail=decision.detail)
@@ -488,9 +497,3 @@ class Driver:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-
-def pid_start_time(pid: int | None = None) -> float:
-    import psutil
-
-    return psutil.Process(pid or os.getpid()).create_time()

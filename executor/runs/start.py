@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from executor._version import __version__
-from executor.driver.loop import RunContext, pid_start_time
+from executor.driver.loop import RunContext
 from executor.formats.native import graph_to_dict
 from executor.formats.saved import saved_text
 from executor.model.graph import JobGraph
@@ -41,7 +41,10 @@ def new_run_id() -> str:
 
 
 def driver_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": pid_start_time()}
+    import psutil
+
+    started = psutil.Process(os.getpid()).create_time()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": started}
 
 
 def _write_private(path: Path, text: str) -> None:
