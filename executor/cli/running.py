@@ -316,7 +316,8 @@ def _log_to_driver_log() -> None:
 
 
 class _ProgressLog:
-    """Logs the job counts at most every ``interval`` seconds, and whenever a job ends for good."""
+    """Logs the job counts at most every ``interval`` seconds, and at once when a job fails
+    (or is blocked or cancelled): a log line per success would flood a 200,000-job run."""
 
     def __init__(self, interval: float = 30.0):
         self.interval = interval
@@ -329,9 +330,10 @@ class _ProgressLog:
         from executor.model.states import JOB_STATES
 
         totals = {state: sum(c.get(state, 0) for c in counts.values()) for state in JOB_STATES}
-        final = (totals["succeeded"], totals["failed"], totals["blocked"], totals["cancelled"])
+        final = (totals["failed"], totals["blocked"], totals["cancelled"])
         now = time.monotonic()
-        if now - self._last < self.interval and final == self._final:
+        over = not (totals["pending"] + totals["ready"] + totals["running"])
+        if now - self._last < self.interval and final == self._final and not over:
             return
         self._last, self._final = now, final
         logging.getLogger("executor.progress").info(

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from executor.driver.context import RunContext, job_spec
@@ -205,6 +203,10 @@ class Driver:
                 )
 
     # -- the loop -------------------------------------------------------------------
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
     def request_cancel(self) -> None:
         """Ask the loop to stop: safe from signal handlers and other threads."""
         self._cancel.set()
@@ -249,7 +251,12 @@ class Driver:
             final = RunState.SUCCEEDED
         self.recorder.run_state(final, message=self._abort)
         self._report_progress()
-        logger.info("run %s ended %s (%s)", self.context.run_id, final, self._abort or "no abort")
+        logger.info(
+            "run %s ended %s%s",
+            self.context.run_id,
+            final,
+            f": {self._abort}" if self._abort else "",
+        )
         return final
 
     def _memory(self, name: str) -> int | None:
@@ -475,25 +482,3 @@ class Driver:
     def _report_progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress({label: dict(c) for label, c in self.counts.items()})
-
-    @contextmanager
-    def signals_cancel(self) -> Iterator[None]:
-        """While inside, SIGINT/SIGTERM/SIGHUP cancel the run cleanly; a second SIGINT forces."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._cancel.is_set() and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.request_cancel()
-
-        previous = {
-            sig: signal.signal(sig, handler)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        }
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)

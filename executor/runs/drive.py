@@ -10,6 +10,7 @@ from typing import Any
 
 from executor.driver.loop import Driver, Progress, RunContext
 from executor.driver.parsl_session import ParslSession
+from executor.driver.signals import signals_cancel
 from executor.errors import RunFailed, SiteError, StoreError
 from executor.model.graph import JobGraph
 from executor.model.states import RunState
@@ -54,7 +55,7 @@ def drive(
         estimates=_earlier_runtimes(store, context.run_id),
         done_per_label=done_per_label, session=session,
     )  # fmt: skip
-    with driver.signals_cancel():
+    with signals_cancel(driver):
         try:
             with driver:
                 state = driver.run()
