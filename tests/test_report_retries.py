@@ -195,7 +195,9 @@ def test_json_report_adds_retries_and_keeps_its_keys(seeded: dict[str, Any]) -> 
     )  # fmt: skip
     # The example of a cause only recovered from is its failed attempt, to rerun by hand.
     assert timeout["example"]["job"] == "slow" and timeout["example"]["attempts"] == 1
-    assert "PILOT_ATTEMPT=1" in timeout["reproduce"]
+    script = Path(timeout["reproduce_script"])
+    assert timeout["reproduce"] == f"bash {script}" and script.name == "slow.attempt-1.sh"
+    assert "PILOT_ATTEMPT=1" in script.read_text()
     assert groups[("exit_code", 3)]["recovered"] == 0
     assert ("pilot_lost", None) not in groups and ("cancelled", None) not in groups
     assert [g["count"] for g in data["failure_groups"]] == [1, 1, 0]
@@ -225,7 +227,8 @@ def test_html_report_shows_failed_attempts_and_recoveries(seeded: dict[str, Any]
     assert "1 × timeout</span> in label big" in html
     assert "0 failed for good, 1 recovered" in html
     # Each group says how to rerun its example by hand, as the text report does.
-    assert "reproduce slow (attempt 1, recovered):" in html and "PILOT_ATTEMPT=1" in html
+    assert "reproduce slow (attempt 1, recovered):" in html
+    assert re.search(r'<pre class="log reproduce">bash /\S+/repro/slow\.attempt-1\.sh</pre>', html)
 
 
 def test_dashboard_groups_count_recovered_jobs(seeded: dict[str, Any]) -> None:
@@ -359,8 +362,9 @@ def test_every_output_groups_failures_the_same(mixed: dict[str, Any]) -> None:
     assert _as_rows(as_json) == MIXED_GROUPS
     assert _text_groups(text) == MIXED_GROUPS
     assert _html_groups(page) == MIXED_GROUPS
-    # The dashboard's groups are the JSON's, less the command to reproduce each.
-    assert served == [{k: v for k, v in g.items() if k != "reproduce"} for g in as_json]
+    # The dashboard's groups are the JSON's, with the same command to reproduce each.
+    assert served == as_json
+    assert all(g["reproduce"] == f"bash {g['reproduce_script']}" for g in served)
     # The key stays failure class, exit code and signal; the latter only where they are
     # the failure itself (a timeout that exited 143 is a timeout like the rest).
     assert [(g["failure_class"], g["exit_code"], g["signal"]) for g in as_json] == [

@@ -12,16 +12,19 @@ from typing import Any
 from executor.report import activity
 from executor.report.failures import NAMES_SHOWN, failure_groups, final_failures
 from executor.report.figures import run_figures
+from executor.report.palette import done
 from executor.report.retries import retried_jobs
 from executor.store import Store
 from executor.store.queries import get_run, list_runs, run_summary
 
-_FINAL = ("succeeded", "failed", "blocked", "cancelled")
-
 
 def _progress(summary: dict[str, Any]) -> dict[str, Any]:
-    done = sum(summary["jobs"].get(state, 0) for state in _FINAL)
-    return {"done": done, "total": summary["total"], "running": summary["jobs"]["running"]}
+    # done = final (report.palette); the page draws the bar from the counts per state.
+    return {
+        "done": done(summary["jobs"]),
+        "total": summary["total"],
+        "running": summary["jobs"]["running"],
+    }
 
 
 def runs(
@@ -39,9 +42,9 @@ def run_detail(store: Store, run_id: str, *, tail_lines: int = 20) -> dict[str, 
     """One run: its summary, progress, pilots and failures grouped by cause with log tails.
 
     ``failures`` are the groups of ``pilot report --json`` (recovered jobs counted),
-    with at most :data:`~executor.report.failures.NAMES_SHOWN` names each and no
-    ``reproduce`` command: the page polls this, and that would read the whole workflow
-    copy every time.
+    with at most :data:`~executor.report.failures.NAMES_SHOWN` names each. Their
+    reproduce scripts are written only where missing: the page polls this, and
+    rewriting them would read the whole workflow copy every time.
     """
     now = time.time()
     run = get_run(store, run_id)
@@ -53,7 +56,7 @@ def run_detail(store: Store, run_id: str, *, tail_lines: int = 20) -> dict[str, 
         retried_jobs(store, run["id"]),
         tail_lines=tail_lines,
         examples=NAMES_SHOWN,
-        reproduce=False,
+        rewrite=False,
     )
     return {
         **summary,

@@ -3,9 +3,9 @@
 ``pilot report`` (text and ``--json``), the HTML report and the dashboard all group with
 :func:`failure_groups`, so a failure mode has the same name, count and jobs wherever a
 user looks. Each group carries one example job with the last lines of its stderr and
-the exact command to reproduce it by hand: its working directory, its own environment
-and the ``PILOT_*`` variables (the rest of the environment is the one saved at submit,
-in the run directory). A group also counts the jobs that failed that way and then
+a script that reruns that attempt by hand, as pilot ran it (:mod:`executor.report.repro`),
+shown as one short ``bash runs/<id>/repro/...`` line that survives wrapping and pasting.
+A group also counts the jobs that failed that way and then
 succeeded on a retry.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.model.states import FailureClass
+from executor.report import repro
 from executor.report.logs import log_tail
 from executor.report.retries import signal_text
 from executor.store import Store
@@ -88,6 +89,7 @@ def final_failures(store: Store, run_id: str) -> list[dict[str, Any]]:
             "command": row["command"],
             "host": row["host"],
             "stderr": row["stderr"],
+            "memory_mb": row["memory_mb"],
         }
         for row in failed_jobs(store, run_id)
     ]
@@ -122,6 +124,7 @@ def failure_groups(
     tail_lines: int = 10,
     examples: int | None = None,
     reproduce: bool = True,
+    rewrite: bool = True,
 ) -> list[dict[str, Any]]:
     """Failed jobs grouped by :func:`cause_of`, largest group first.
 
@@ -137,7 +140,12 @@ def failure_groups(
         At most this many names in each group's ``jobs`` and ``recovered_jobs``
         (all of them by default, as ``--json`` promises).
     reproduce
-        Add each group's ``reproduce`` command (this reads the workflow copy).
+        Write each group's script to rerun its example by hand
+        (:mod:`executor.report.repro`; this reads the workflow copy) and add
+        ``reproduce_script`` (its path) and ``reproduce`` (``bash`` and that path).
+    rewrite
+        Write the scripts again even where they exist; ``False`` (a page that polls)
+        reads the workflow copy only when one is missing.
 
     Returns
     -------
@@ -147,8 +155,8 @@ def failure_groups(
         and ``jobs`` (the jobs that failed for good), ``recovered`` and
         ``recovered_jobs`` (those that failed that way and then succeeded),
         ``example`` (a failed job, with its ``stderr_tail``; for a cause only
-        recovered from, its first failed attempt, marked ``recovered``) and
-        ``reproduce``.
+        recovered from, its first failed attempt, marked ``recovered``),
+        ``reproduce`` and ``reproduce_script``.
     """
     groups: dict[Cause, dict[str, Any]] = {}
 
@@ -180,13 +188,37 @@ def failure_groups(
             add(group, "recovered", attempt)
     ordered = sorted(groups.values(), key=lambda g: (-g["count"], -g["recovered"]))
     if reproduce and ordered:
-        specs = _job_specs(Path(run["workflow_copy"]), {g["example"]["job"] for g in ordered})
-        for group in ordered:
-            example = group["example"]
-            group["reproduce"] = reproduce_command(
-                specs.get(example["job"], {}), run, example["job"], example["attempts"]
-            )
+        _add_reproduce(run, ordered, rewrite=rewrite)
     return ordered
+
+
+def _add_reproduce(run: dict[str, Any], groups: list[dict[str, Any]], *, rewrite: bool) -> None:
+    """Each group's ``reproduce_script`` (written) and ``reproduce``: ``bash`` and its path,
+    or, when the run directory cannot be written, the whole command on one line."""
+    examples = [group["example"] for group in groups]
+    if not rewrite and all(repro.script_path(run, e["job"], e["attempts"]).exists()
+                           for e in examples):  # fmt: skip
+        specs: dict[str, dict[str, Any]] = {}  # a polling page: no need to read the workflow
+    else:
+        specs = _job_specs(Path(run["workflow_copy"]), {example["job"] for example in examples})
+    tolerance = _memory_tolerance(Path(run["run_dir"]))
+    for group, example in zip(groups, examples, strict=True):
+        spec = specs.get(example["job"], {})
+        script = repro.write_script(run, spec, example, memory_tolerance=tolerance, rewrite=rewrite)
+        group["reproduce_script"] = str(script) if script else None
+        group["reproduce"] = (
+            repro.command_line(script)
+            if script
+            else reproduce_command(spec, run, example["job"], example["attempts"])
+        )
+
+
+def _memory_tolerance(run_dir: Path) -> float:
+    """The site's ``memory_tolerance`` the run was driven with (its saved ``site.json``)."""
+    try:
+        return float(json.loads((run_dir / "site.json").read_text())["memory_tolerance"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.1
 
 
 def _recovered_example(attempt: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +235,7 @@ def _recovered_example(attempt: dict[str, Any]) -> dict[str, Any]:
         "command": attempt["command"],
         "host": attempt["host"],
         "stderr": attempt["stderr"],
+        "memory_mb": attempt["memory_mb"],
         "recovered": True,
     }
 
@@ -216,7 +249,11 @@ def _job_specs(workflow_copy: Path, names: set[str]) -> dict[str, dict[str, Any]
 
 
 def reproduce_command(spec: dict[str, Any], run: dict[str, Any], job: str, attempt: int) -> str:
-    """A shell line that reruns one attempt of a job by hand, where and as pilot ran it."""
+    """A shell line that reruns one attempt of a job by hand, where and as pilot ran it.
+
+    Shown only when its script cannot be written: it is long, and it leaves out the
+    submit-time environment and the attempt's limits.
+    """
     variables = {
         **spec.get("environment", {}),
         "PILOT_RUN_ID": run["id"],

@@ -146,7 +146,7 @@ def failures_section(groups: list[dict[str, Any]]) -> str:
             )
             + (
                 f'<p class="meta">reproduce {which}:</p>'
-                f'<pre class="log">{_e(group["reproduce"])}</pre>'
+                f'<pre class="log reproduce">{_e(group["reproduce"])}</pre>'
                 if group.get("reproduce")
                 else ""
             )

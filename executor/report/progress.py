@@ -13,15 +13,23 @@ from types import TracebackType
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-_FINAL = ("succeeded", "failed", "blocked", "cancelled")
+from executor.report.palette import FINAL_STATES, StateBar, done
+
+
+class _StateBarColumn(ProgressColumn):
+    """The bar, one segment per state (``report.palette``), never all green."""
+
+    def render(self, task: Task) -> StateBar:
+        return StateBar(task.fields["counts"], width=24)
 
 
 class LiveProgress:
@@ -33,11 +41,12 @@ class LiveProgress:
         self._live = self.console.is_terminal
         self._progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            _StateBarColumn(),
             MofNCompleteColumn(),
             TextColumn("[cyan]{task.fields[running]} running"),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("[yellow]{task.fields[blocked]} blocked"),
+            TextColumn("[magenta]{task.fields[cancelled]} cancelled"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
@@ -78,23 +87,26 @@ class LiveProgress:
     def _show(self, description: str, by_state: dict[str, int]) -> None:
         if description not in self._tasks:
             self._tasks[description] = self._progress.add_task(
-                description, total=sum(by_state.values()), running=0, failed=0, blocked=0
-            )
+                description, total=sum(by_state.values()), counts={}, running=0, failed=0,
+                blocked=0, cancelled=0,
+            )  # fmt: skip
         self._progress.update(
             self._tasks[description],
-            completed=sum(by_state.get(s, 0) for s in _FINAL),
+            completed=done(by_state),
+            counts=dict(by_state),
             running=by_state.get("running", 0),
             failed=by_state.get("failed", 0),
             blocked=by_state.get("blocked", 0),
+            cancelled=by_state.get("cancelled", 0),
         )
 
     def _print_plain(self, counts: dict[str, dict[str, int]]) -> None:
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("running", *_FINAL)}
+        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("running", *FINAL_STATES)}
         jobs = sum(sum(c.values()) for c in counts.values())
-        done = sum(total[s] for s in _FINAL)
         print(
-            f"progress: {done}/{jobs} done, {total['running']} running, {total['succeeded']} "
-            f"succeeded, {total['failed']} failed, {total['blocked']} blocked",
+            f"progress: {done(total)}/{jobs} done, {total['running']} running, "
+            f"{total['succeeded']} succeeded, {total['failed']} failed, {total['blocked']} "
+            f"blocked, {total['cancelled']} cancelled",
             file=sys.stderr,
             flush=True,
         )

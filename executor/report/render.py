@@ -9,26 +9,53 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
 from executor.model.states import JOB_STATES
 from executor.model.units import format_duration, format_memory
 from executor.report.failures import NAMES_SHOWN, describe_labels
+from executor.report.palette import STATE_STYLE, StateBar, done
 from executor.report.retries import describe_attempt, describe_label, describe_outcome
 
 # Failed jobs listed one by one in the text report; JSON has them all.
 MAX_FAILURES_SHOWN = 20
 
-_STATE_STYLE = {
-    "succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "magenta",
-    "running": "cyan", "driver_lost": "red bold",
-}  # fmt: skip
+
+class _PipeSafeBox(box.Box):
+    """A rule under the header on a terminal; the same in ASCII when piped or redirected."""
+
+    def substitute(self, options: ConsoleOptions, safe: bool = True) -> box.Box:
+        return super().substitute(options, safe) if options.is_terminal else _ASCII_HEAD
+
+
+_ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+_HEAD = _PipeSafeBox("    \n    \n ── \n    \n    \n    \n    \n    \n")
+
+
+def _table(**options: Any) -> Table:
+    """A table that fits 80 columns: no side borders, one space between columns.
+
+    Columns of states, counts and ``N/M`` figures are ``no_wrap`` with a minimum width
+    and take the room they need; free text (names, labels, hosts) folds into the rest.
+    """
+    return Table(box=_HEAD, show_edge=False, padding=0, title_justify="left", **options)
+
+
+def _fixed(
+    table: Table, header: str, *, min_width: int = 0, justify: JustifyMethod = "right"
+) -> None:
+    table.add_column(header, justify=justify, no_wrap=True, min_width=max(len(header), min_width))
+
+
+def _free(table: Table, header: str) -> None:
+    table.add_column(header, overflow="fold")
 
 
 def state_text(state: str) -> Text:
-    return Text(state, style=_STATE_STYLE.get(state, ""))
+    return Text(state, style=STATE_STYLE.get(state, ""))
 
 
 def age(timestamp: float | None) -> str:
@@ -39,11 +66,11 @@ def age(timestamp: float | None) -> str:
 
 def label_table(labels: dict[str, dict[str, int]], *, title: str | None = None) -> Table:
     """One row per label, one column per state, and the expected total (like ``bps report``)."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("label")
+    table = _table(title=title)
+    _free(table, "label")
     for state in JOB_STATES:
-        table.add_column(state, justify="right")
-    table.add_column("expected", justify="right")
+        _fixed(table, state)
+    _fixed(table, "expected")
     totals = dict.fromkeys(JOB_STATES, 0)
     for label, counts in labels.items():
         cells = [Text(label)]
@@ -64,23 +91,26 @@ def label_table(labels: dict[str, dict[str, int]], *, title: str | None = None) 
 def _count(n: int, state: str) -> Text:
     if not n:
         return Text("0", style="dim")
-    return Text(str(n), style=_STATE_STYLE.get(state, ""))
+    return Text(str(n), style=STATE_STYLE.get(state, ""))
 
 
 def runs_table(summaries: list[dict[str, Any]]) -> Table:
-    table = Table()
-    for column in ("run", "name", "state", "site", "done", "failed", "owner", "host", "started"):
-        table.add_column(
-            column,
-            justify="right" if column in ("done", "failed") else "left",
-            no_wrap=column == "run",
-        )
+    """One row per run; ``done`` counts jobs in a final state (``report.palette``)."""
+    table = _table()
+    _fixed(table, "run", justify="left")
+    _free(table, "name")
+    _fixed(table, "state", min_width=len("driver_lost"), justify="left")
+    _free(table, "site")
+    _fixed(table, "done")
+    _fixed(table, "failed")
+    _free(table, "owner")
+    _free(table, "host")
+    _fixed(table, "started", justify="left")
     for s in summaries:
         jobs = s["jobs"]
-        done = jobs["succeeded"]
         table.add_row(
             Text(s["run"]), Text(s["name"]), state_text(s["state"]), Text(s["site"]),
-            Text(f"{done}/{s['total']}"),
+            _progress(done(jobs), s["total"]),
             _count(jobs["failed"] + jobs["blocked"], "failed"),
             Text(s["owner"]), Text(s["host"]), Text(age(s["created"])),
         )  # fmt: skip
@@ -104,16 +134,48 @@ def run_status(summary: dict[str, Any]) -> Group:
     counts = ", ".join(f"{n} {state}" for state, n in summary["jobs"].items() if n)
     parts.append(Text(f"jobs: {summary['total']} ({counts})"))
     parts.append(label_table(summary["labels"]))
+    parts.append(progress_table(summary["labels"]))
     if summary.get("pilots"):
         parts.append(pilot_table(summary["pilots"]))
     return Group(*parts)
 
 
+def progress_table(labels: dict[str, dict[str, int]]) -> Table:
+    """Per label (and for all), a bar with one segment per state, and ``done/total``."""
+    table = _table(title="progress (done: succeeded, failed, blocked or cancelled)")
+    _free(table, "label")
+    table.add_column("", no_wrap=True, min_width=BAR_WIDTH)
+    _fixed(table, "done")
+    rows = [(Text(label), counts) for label, counts in labels.items()]
+    if len(labels) > 1:
+        overall: dict[str, int] = {}
+        for counts in labels.values():
+            for state, n in counts.items():
+                overall[state] = overall.get(state, 0) + n
+        rows.append((Text("all", style="bold"), overall))
+    for name, counts in rows:
+        total = sum(counts.values())
+        table.add_row(name, StateBar(counts, BAR_WIDTH), _progress(done(counts), total))
+    return table
+
+
+# Cells of the bars in `pilot status`: fits 80 columns beside a label and `N/M`.
+BAR_WIDTH = 30
+
+
+def _progress(finished: int, total: int) -> Text:
+    # Plain: all done may still mean all failed.
+    return Text(f"{finished}/{total}")
+
+
 def pilot_table(pilots: list[dict[str, Any]]) -> Table:
     """One row per pilot (Parsl block): its batch job, state, node, cores and jobs run."""
-    table = Table(title="pilots", title_justify="left")
+    table = _table(title="pilots")
     for column in ("pool", "block", "batch job", "state", "node", "cores", "attempts", "ran for"):
-        table.add_column(column, justify="right" if column in ("cores", "attempts") else "left")
+        if column in ("pool", "node", "batch job"):
+            _free(table, column)
+        else:
+            _fixed(table, column, justify="right" if column in ("cores", "attempts") else "left")
     for pilot in pilots:
         ran = (pilot["end"] or time.time()) - pilot["start"] if pilot["start"] else None
         table.add_row(
@@ -161,10 +223,11 @@ def report(data: dict[str, Any]) -> Group:
 
 def usage_table(usage: dict[str, dict[str, Any]]) -> Table:
     """Per label: outcomes, attempts, runtime and peak memory (median / max)."""
-    table = Table(title="resources per label", title_justify="left")
-    for column in ("label", "succeeded", "failed", "attempts", "runtime med / max",
+    table = _table(title="resources per label")
+    _free(table, "label")
+    for column in ("succeeded", "failed", "attempts", "runtime med / max",
                    "peak memory med / max"):  # fmt: skip
-        table.add_column(column, justify="left" if column == "label" else "right")
+        _fixed(table, column)
     for label, entry in usage.items():
         runtime, memory = entry["runtime"], entry["peak_memory_mb"]
         table.add_row(
@@ -221,9 +284,12 @@ def _failure_group(group: dict[str, Any]) -> list[Any]:
     if example["stderr_tail"]:
         lines.append(Text("\n".join("    " + line for line in example["stderr_tail"])))
     lines.append(Text("  reproduce:", style="dim"))
-    lines.append(Text("    " + group["reproduce"]))
+    # Never wrapped or cropped: a hard newline inside would break the command when pasted.
+    lines.append(Text("    " + group["reproduce"], no_wrap=True, overflow="ignore"))
     return lines
 
 
 def print_to(console: Console, renderable: Any) -> None:
-    console.print(renderable, soft_wrap=False, highlight=False)
+    # Not cropped: a line marked no_wrap (a reproduce command) is printed whole, and
+    # the terminal folds it without a newline in it; every other line fits the width.
+    console.print(renderable, soft_wrap=False, highlight=False, crop=False)

@@ -5,6 +5,10 @@
 
 const REFRESH_MS = Number(document.querySelector('meta[name="pilot-refresh"]').content) * 1000;
 const STATES = ['pending', 'ready', 'running', 'succeeded', 'failed', 'blocked', 'cancelled'];
+// Mirrors executor/report/palette.py: done = final = FINAL_STATES, and a bar has one
+// segment per BAR_STATES state (colours in pilot.css), never one green "done".
+const FINAL_STATES = ['succeeded', 'failed', 'blocked', 'cancelled'];
+const BAR_STATES = [...FINAL_STATES, 'running'];
 const FIGURES = [
   ['gantt', 'Timeline: jobs per pilot'],
   ['busy', 'Running jobs and live pilots'],
@@ -35,10 +39,18 @@ function age(then, now) {
   return `${(s / 86400).toFixed(1)}d ago`;
 }
 
-function bar(done, total) {
-  const fill = el('span');
-  fill.style.width = `${total ? (100 * done) / total : 0}%`;
-  return el('span', {class: 'bar'}, fill);
+function doneOf(counts) {
+  return FINAL_STATES.reduce((n, s) => n + (counts[s] || 0), 0);
+}
+
+// counts: jobs per state; the part no segment covers is the jobs still waiting.
+function bar(counts, total) {
+  const segments = BAR_STATES.filter((s) => counts[s]).map((s) => {
+    const segment = el('span', {'data-state': s, title: `${counts[s]} ${s}`});
+    segment.style.width = `${(100 * counts[s]) / total}%`;
+    return segment;
+  });
+  return el('span', {class: 'bar'}, ...segments);
 }
 
 async function getJSON(url) {
@@ -61,7 +73,7 @@ function runsTable(data) {
     el('td', {}, runLink(r.run)), el('td', {}, r.name), el('td', {}, r.owner),
     el('td', {}, r.host), el('td', {}, r.site),
     el('td', {class: `state-${r.state}`}, r.state),
-    el('td', {class: 'n'}, bar(r.progress.done, r.progress.total),
+    el('td', {class: 'n'}, bar(r.jobs, r.progress.total),
       ` ${r.progress.done}/${r.progress.total}`),
     el('td', {class: 'n'}, r.jobs.failed + r.jobs.blocked),
     el('td', {}, age(r.created, data.now))));
@@ -74,12 +86,11 @@ function labelTable(labels) {
     el('th', {}, 'progress'));
   const rows = Object.entries(labels).map(([label, counts]) => {
     const total = STATES.reduce((n, s) => n + (counts[s] || 0), 0);
-    const done = ['succeeded', 'failed', 'blocked', 'cancelled']
-      .reduce((n, s) => n + (counts[s] || 0), 0);
+    const done = doneOf(counts);
     return el('tr', {'data-label': label}, el('td', {}, label),
       ...STATES.map((s) => el('td', {class: counts[s] ? `n state-${s}` : 'n zero',
         'data-state': s}, counts[s] || 0)),
-      el('td', {class: 'n'}, total), el('td', {}, bar(done, total)));
+      el('td', {class: 'n'}, total), el('td', {}, bar(counts, total), ` ${done}/${total}`));
   });
   return el('table', {id: 'labels'}, el('thead', {}, head), el('tbody', {}, ...rows));
 }
@@ -120,7 +131,10 @@ function failures(run) {
       example.stderr_tail.length ? el('p', {class: 'meta'}, `stderr of ${which}, last lines:`)
         : null,
       example.stderr_tail.length ? el('pre', {class: 'log'}, example.stderr_tail.join('\n'))
-        : null);
+        : null,
+      // One line, as `pilot report` prints it: `bash .../repro/<job>.attempt-<n>.sh`.
+      g.reproduce ? el('p', {class: 'meta'}, `reproduce ${which}:`) : null,
+      g.reproduce ? el('pre', {class: 'log reproduce'}, g.reproduce) : null);
   }));
 }
 
