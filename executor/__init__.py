@@ -29,6 +29,7 @@ if _typing.TYPE_CHECKING:
     from executor.model.graph import Job, JobGraph
     from executor.model.states import JobState, RunState
     from executor.model.workflow import Workflow
+    from executor.runs.drive import RunResult
     from executor.sites.base import SiteConfig
 
 # Where each exported name is defined.
@@ -47,6 +48,7 @@ _EXPORTS = {
     "JobState": "executor.model.states",
     "RunState": "executor.model.states",
     "Workflow": "executor.model.workflow",
+    "RunResult": "executor.runs.drive",
     "SiteConfig": "executor.sites.base",
 }
 
@@ -78,6 +80,7 @@ __all__ = [
     "JobState",
     "PilotError",
     "RunNotFound",
+    "RunResult",
     "RunState",
     "RunStateError",
     "ShippingError",

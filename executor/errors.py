@@ -32,8 +32,16 @@ class GraphError(PilotError):
     """A workflow is invalid; ``problems`` lists every problem found, not just the first."""
 
     def __init__(self, message: str, problems: list[str] | None = None):
+        self.message = message
         self.problems = problems or [message]
         super().__init__(message)
+
+    def __str__(self) -> str:
+        # The problems themselves, not just "3 problem(s)": `str(exc)` is all a Python
+        # caller of `Workflow.build()` or `run()` may print.
+        if self.problems == [self.message]:
+            return self.message
+        return "\n".join([f"{self.message}:", *(f"  - {p}" for p in self.problems)])
 
 
 class SiteError(PilotError):

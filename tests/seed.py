@@ -80,6 +80,10 @@ def seed_run(
                 },
             )  # fmt: skip
             record_reaching(recorder, job["name"], job_state, attempts=1)
+        elif job_state is JobState.RUNNING:  # running means started: its attempt has a start
+            recorder.attempt_submitted(job["name"], 1, created)
+            recorder.attempt_started(job["name"], 1, {"start": created, "host": "seeded"})
+            record_reaching(recorder, job["name"], job_state, attempts=1)
         else:
             record_reaching(recorder, job["name"], job_state)
         recorder.flush()

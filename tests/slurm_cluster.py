@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_SITE = ROOT / "site_configs" / "slurm-local.yaml"
+LOCAL_SITE = ROOT / "executor" / "sites" / "configs" / "slurm-local.yaml"
 
 
 def _answers() -> str | None:

@@ -69,8 +69,11 @@ def test_the_page_shows_a_live_run_progressing(
         "jobs": [{"name": n, "label": "gated", "command": GATED.format(gates=gates)}
                  for n in names],
     })  # fmt: skip
+    # Three workers whatever the machine's cores: all three jobs run, none is queued.
+    site = tmp_path / "three-workers.yaml"
+    site.write_text("backend: local\npools:\n  default: {cores: 1, workers: 3, max_blocks: 1}\n")
     run = subprocess.Popen(
-        pilot_cmd("submit", path), env=subprocess_env, stdout=subprocess.PIPE,
+        pilot_cmd("submit", path, "--site", site), env=subprocess_env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     server = None
@@ -141,7 +144,9 @@ def test_json_endpoints_and_headers(seeded: Dashboard) -> None:
     assert status == 200
     assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     [run] = json.loads(body)["runs"]
-    assert run["run"] == "run-x" and run["progress"] == {"done": 1, "total": 1, "running": 0}
+    assert run["run"] == "run-x" and run["progress"] == {
+        "done": 1, "total": 1, "running": 0, "queued": 0,
+    }  # fmt: skip
     status, _, body = _get(seeded.url + "api/runs/run-x")
     detail = json.loads(body)
     assert detail["failures"][0]["example"]["stderr_tail"] == ["<b>not bold</b>"]

@@ -338,7 +338,7 @@ def test_unknown_top_level_key_without_a_close_match_lists_valid_keys(tmp_path):
 def test_unknown_key_in_defaults(tmp_path):
     path = write(tmp_path, "defaults: {walltme: 5m}\njobs: [{name: a, command: 'true'}]\n")
     assert problems_of(path) == [
-        f"{path}: defaults: unknown key 'walltme'; did you mean 'walltime'?"
+        f"{path}:1: defaults: unknown key 'walltme'; did you mean 'walltime'?"
     ]
 
 
@@ -374,15 +374,13 @@ def test_bad_memory_and_walltime(tmp_path, field, value, expected):
     assert problems_of(path) == [f"{path}:2: job 'a': {field}: {expected}"]
 
 
-def test_bad_memory_in_defaults_is_reported_for_each_job(tmp_path):
+def test_bad_memory_in_defaults_is_reported_once_at_the_defaults(tmp_path):
     path = write(
         tmp_path,
         "defaults: {memory: huge}\njobs: [{name: a, command: x}, {name: b, command: x}]\n",
     )
-    problems = problems_of(path)
-    assert len(problems) == 2
-    assert "job 'a': memory: 'huge' is not a memory size" in problems[0]
-    assert "job 'b': memory: 'huge' is not a memory size" in problems[1]
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:1: defaults: memory: 'huge' is not a memory size")
 
 
 @pytest.mark.parametrize(
@@ -453,10 +451,11 @@ def test_all_problems_are_reported_together(tmp_path):
     with pytest.raises(GraphError) as info:
         load_workflow(path)
     problems = info.value.problems
-    assert str(info.value) == f"{len(problems)} problem(s) in {path}"
+    assert info.value.message == f"{len(problems)} problem(s) in {path}"
+    assert str(info.value).startswith(f"{info.value.message}:\n  - ")  # and lists them
     expected = [
         f"{path}: unknown key 'jbos'; did you mean 'jobs'?",
-        f"{path}: defaults: unknown key 'walltme'; did you mean 'walltime'?",
+        f"{path}:3: defaults: unknown key 'walltme'; did you mean 'walltime'?",
         f"{path}:5: job 'a': unknown key 'memroy'; did you mean 'memory'?",
         f"{path}:8: job 'b': memory: 'lots' is not a memory size",
         f"{path}:8: job 'b': walltime: 'never' is not a duration",

@@ -23,7 +23,7 @@ from executor.store.queries import get_run
 from executor.store.recorder import RunRecorder, recover_outcomes
 from executor.worker import bundle as worker
 from executor.worker import outcome_log
-from executor.worker.outcome import FIELDS, failed, succeeded
+from executor.worker.outcome import FIELDS, failed, is_start, succeeded
 
 
 def _spec(tmp_path: Path, job: str, command: str | None = None, **extra) -> dict:
@@ -121,13 +121,36 @@ def test_each_finished_job_is_recorded_as_it_ends(tmp_path: Path) -> None:
     assert len(outcome_log.read_all(tmp_path / "run")) == 2
 
 
+def test_a_job_records_its_start_as_it_starts_apart_from_its_outcome(tmp_path: Path) -> None:
+    # The job reads the log while it runs: its own start record is there already.
+    log_dir = tmp_path / "run" / outcome_log.DIRECTORY
+    spec = _spec(tmp_path, "a", f"cat {log_dir}/*.jsonl")
+    outcome = worker.run_bundle([spec])[0]
+    seen = json.loads((tmp_path / "run" / "logs" / "a" / "attempt-1.out").read_text())
+    assert seen == {
+        "event": "started", "job": "a", "attempt": 1, "start": outcome["start"],
+        "host": socket.gethostname(), "block_id": None, "batch_job_id": None,
+        "stdout": spec["stdout"], "stderr": spec["stderr"],
+    }  # fmt: skip
+    records = outcome_log.OutcomeReader(tmp_path / "run").read_new()
+    assert [is_start(r) for r in records] == [True, False]
+    assert records[1]["state"] == "succeeded"
+    # Restart and cancel read outcomes only.
+    assert [r.get("event") for r in outcome_log.read_all(tmp_path / "run")] == [None]
+    # A job cancelled before it starts never records a start.
+    (tmp_path / "run" / "cancel").touch()
+    worker.run_bundle([_spec(tmp_path, "b", "true")])
+    assert [r["job"] for r in outcome_log.read_all(tmp_path / "run")] == ["a", "b"]
+    assert sum(map(is_start, outcome_log.OutcomeReader(tmp_path / "run").read_new())) == 1
+
+
 def test_the_record_is_written_before_the_next_job_of_the_bundle_starts(tmp_path: Path) -> None:
     # The second job reads the first one's record: durable before the bundle returns.
     log_dir = tmp_path / "run" / outcome_log.DIRECTORY
     specs = [_spec(tmp_path, "a", "true"), _spec(tmp_path, "b", f"cat {log_dir}/*.jsonl")]
     worker.run_bundle(specs)
     seen = (tmp_path / "run" / "logs" / "b" / "attempt-1.out").read_text()
-    assert json.loads(seen)["job"] == "a"
+    assert [json.loads(line)["job"] for line in seen.splitlines()] == ["a", "a", "b"]
 
 
 # -- recovery: a restart or cancel of a dead driver's run ------------------------------------
@@ -201,6 +224,18 @@ def test_recovery_marks_recorded_successes_succeeded_even_unseen_attempts(
     assert attempts["failed"]["exit_code"] == 2
     # Applying the same records again changes nothing.
     assert recover_outcomes(store, "run-1", records) == 0
+
+
+def test_recovery_ignores_start_records(store: Store, tmp_path: Path) -> None:
+    _running_run(store, tmp_path, ["known", "unseen"])
+    starts = [
+        {"event": "started", "job": name, "attempt": 1, "start": time.time(), "host": "n1",
+         "block_id": "0", "batch_job_id": None, "stdout": "o", "stderr": "e"}
+        for name in ("known", "unseen")
+    ]  # fmt: skip
+    assert recover_outcomes(store, "run-1", starts) == 0
+    attempts = store.query("SELECT job, state, start, host FROM attempts WHERE run_id = 'run-1'")
+    assert attempts == [{"job": "known", "state": "running", "start": None, "host": None}]
 
 
 def test_cancel_of_a_dead_drivers_run_keeps_what_finished_and_closes_attempts(

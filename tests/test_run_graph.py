@@ -68,7 +68,7 @@ def test_failure_blocks_descendants_while_an_independent_branch_finishes(
     status = status_json(run_id)
     assert status["state"] == "failed"
     assert status["jobs"] == {
-        "pending": 0, "ready": 0, "running": 0, "succeeded": 2,
+        "pending": 0, "ready": 0, "queued": 0, "running": 0, "succeeded": 2,
         "failed": 1, "blocked": 2, "cancelled": 0,
     }  # fmt: skip
     report = json.loads(run_pilot("report", run_id, "--json").stdout)
@@ -181,7 +181,7 @@ def test_the_hello_example_fits_every_shipped_site():
 
     root = Path(__file__).parent.parent
     graph = load_workflow(root / "examples" / "hello" / "workflow.yaml")
-    sites = sorted((root / "site_configs").glob("*.yaml"))
+    sites = sorted((root / "executor" / "sites" / "configs").glob("*.yaml"))
     assert sites
     for site_file in sites:
         try:

@@ -23,6 +23,7 @@ from executor.sites.base import SiteConfig
 from executor.sites.slurm import SlurmSite
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "executor" / "sites" / "configs"
 HELLO = ROOT / "examples" / "hello" / "workflow.yaml"
 
 
@@ -178,7 +179,7 @@ def test_range_checks_still_apply_after_the_type_checks(tmp_path: Path):
         get_site(str(_site_file(tmp_path, "cores_per_node: 0", "slurm")))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "site_configs").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize("path", sorted(SHIPPED.glob("*.yaml")), ids=str)
 def test_every_shipped_site_file_loads(path: Path):
     site = get_site(str(path))
     assert site.source == str(path)
@@ -186,7 +187,7 @@ def test_every_shipped_site_file_loads(path: Path):
 
 
 def test_pilot_sites_shows_the_shipped_files_as_valid():
-    result = CliRunner().invoke(cli, ["sites", str(ROOT / "site_configs"), "--json"])
+    result = CliRunner().invoke(cli, ["sites", str(SHIPPED), "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["sites"]
     assert rows and all(row["problem"] is None for row in rows), rows

@@ -88,7 +88,7 @@ def test_site_round_trips_through_the_run_directory(tmp_path: Path):
 
 
 def test_shipped_site_files_load():
-    names = dict(site_files(Path(__file__).resolve().parent.parent / "site_configs"))
+    names = dict(site_files(Path(__file__).resolve().parent.parent / "executor/sites/configs"))
     usdf = get_site(str(names["usdf-slurm"]))
     assert isinstance(usdf, SlurmSite)
     assert usdf.exclusive is False and usdf.walltime == "2:00:00"

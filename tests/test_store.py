@@ -23,7 +23,7 @@ from helpers import started_together, wait_for
 from seed import record_reaching
 
 from executor.errors import RunStateError, StoreError
-from executor.model.states import JOB_STATES, JobState, RunState
+from executor.model.states import JOB_STATES, SHOWN_STATES, JobState, RunState
 from executor.store import Store, database
 from executor.store.queries import (
     HEARTBEAT_TIMEOUT,
@@ -310,17 +310,20 @@ def test_run_summary_shape(store: Store, tmp_path: Path) -> None:
     assert summary["run"] == "run-1"
     assert summary["state"] == "running"
     assert summary["total"] == 3
-    # Every state is present, zero counts included, in the documented order.
-    assert list(summary["jobs"]) == SEVEN_STATES == list(JOB_STATES)
+    # Every state is present, zero counts included, in the documented order; a running
+    # job whose attempt has not started (here: none recorded) counts as queued.
+    shown = [*SEVEN_STATES[:2], "queued", *SEVEN_STATES[2:]]
+    assert list(summary["jobs"]) == shown == list(SHOWN_STATES)
+    assert SEVEN_STATES == list(JOB_STATES)
     assert summary["jobs"] == {
-        "pending": 1, "ready": 0, "running": 1, "succeeded": 1,
+        "pending": 1, "ready": 0, "queued": 1, "running": 0, "succeeded": 1,
         "failed": 0, "blocked": 0, "cancelled": 0,
     }  # fmt: skip
     assert list(summary["labels"]) == ["isr", "summary"]
     for counts in summary["labels"].values():
-        assert list(counts) == SEVEN_STATES
-    zero = dict.fromkeys(SEVEN_STATES, 0)
-    assert summary["labels"]["isr"] == zero | {"succeeded": 1, "running": 1}
+        assert list(counts) == shown
+    zero = dict.fromkeys(shown, 0)
+    assert summary["labels"]["isr"] == zero | {"succeeded": 1, "queued": 1}
     assert summary["labels"]["summary"] == zero | {"pending": 1}
     # The contract is JSON.
     assert json.loads(json.dumps(summary)) == summary

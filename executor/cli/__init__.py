@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from executor._version import __version__
-from executor.errors import GraphError, PilotError, RunFailed
+from executor.errors import PilotError, RunFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -40,12 +40,7 @@ class PilotGroup(click.Group):
                 f"{exc}\nsee `pilot report {exc.run_id}`; once the site works again, "
                 f"`pilot restart {exc.run_id}` continues the run"
             ) from exc
-        except GraphError as exc:
-            lines = [str(exc)]
-            if exc.problems != [str(exc)]:
-                lines = [str(exc) + ":", *(f"  - {p}" for p in exc.problems)]
-            raise BadInput("\n".join(lines)) from exc
-        except PilotError as exc:
+        except PilotError as exc:  # a GraphError's text lists its problems
             raise BadInput(str(exc)) from exc
 
 
@@ -89,10 +84,21 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
 
-def open_store(db: Path | None, site_db: str | None = None):
+def open_store(db: Path | None, site_db: str | None = None, *, create: bool = False):
+    """The store and locations a command uses.
+
+    Only ``create=True`` (``pilot submit``) may create the database: every other command
+    reads runs that must already exist, so ``--db typo.db`` fails naming the file instead
+    of leaving an empty database behind.
+    """
     from executor.store import Store, locate
 
     locations = locate(db, site_db=site_db)
+    if not create and not locations.db.is_file():
+        raise BadInput(
+            f"no monitoring database at {locations.db}; check --db or PILOT_DB (a database "
+            "is created by the first `pilot submit` that uses it)"
+        )
     return Store(locations.db), locations
 
 
@@ -131,7 +137,7 @@ def run_filter(
 
 
 # The commands live in one module per theme; importing them registers them on `cli`.
-from executor.cli import inspecting, running, site_commands, web  # noqa: E402, F401
+from executor.cli import inspecting, jobs, running, site_commands, web  # noqa: E402, F401
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,18 @@ from executor.cli import (
 @ship_option
 @time_scale_option
 @json_option
+@click.option("--dot", is_flag=True, help="Print the graph in Graphviz DOT instead.")
+@click.option(
+    "--collapse", is_flag=True, help="With --dot: one node per label (the default above 200 jobs)."
+)
 def validate(
-    workflow: Path, site: str | None, ship: tuple[Path, ...], time_scale: float, as_json: bool
+    workflow: Path,
+    site: str | None,
+    ship: tuple[Path, ...],
+    time_scale: float,
+    as_json: bool,
+    dot: bool,
+    collapse: bool,
 ) -> None:
     """Check WORKFLOW without running it: jobs per label, roots, leaves, longest chain,
     which pool of the site each label's jobs go to, and the code that would be
@@ -40,11 +51,16 @@ def validate(
     Exits 2 and lists every problem (file, line, job, field, and how to fix it)
     when the workflow is invalid or a job fits no pool of the site.
 
+    With --dot, prints the valid graph in Graphviz DOT: one node per job, or with
+    --collapse (and for more than 200 jobs) one node per label with its job count and
+    the number of edges between labels.
+
     \b
     Examples:
       pilot validate examples/hello/workflow.yaml
-      pilot validate workflow.yaml --site site_configs/local.yaml --json
+      pilot validate workflow.yaml --site usdf-slurm --json
       pilot validate montage-chameleon-dss-15d-001.json --json
+      pilot validate workflow.yaml --dot | dot -Tsvg > graph.svg
     """
     from collections import Counter
 
@@ -57,6 +73,11 @@ def validate(
         graph = graph.with_code(ship)
     site_config = get_site(site)
     pool_of = assign_pools(graph, site_config.pools)
+    if dot or collapse:
+        from executor.formats.dot import to_dot
+
+        click.echo(to_dot(graph, collapse=True if collapse else None), nl=False)
+        return
     shipment = _trial_shipment(graph)
     pools_by_label: dict[str, Counter[str]] = {}
     for job in graph:
@@ -166,6 +187,13 @@ def status(
         if run is None:
             raise BadInput("--watch follows one run: give its id, e.g. `pilot status RUN --watch`")
         _watch(run, db)
+    if run is None and db is None and not os.environ.get("PILOT_DB"):
+        from executor.store import locate
+
+        default = locate(None).db
+        if not default.is_file():  # nothing submitted yet: not an error for a listing
+            click.echo(json.dumps({"runs": []}) if as_json else f"no runs yet ({default})")
+            return
     store, _ = open_store(db)
     with store, store.snapshot():
         if run is None:
@@ -214,10 +242,24 @@ def _watch(run: str, db: Path | None) -> None:
     help="Write a self-contained HTML report (tables and plots) to this file.",
 )
 @json_option
+@click.option(
+    "--tsv",
+    "as_tsv",
+    is_flag=True,
+    help="Print one tab-separated row per attempt, under a header (a trace file).",
+)
 @db_option
-def report(run: str, lines: int, html_path: Path | None, as_json: bool, db: Path | None) -> None:
+def report(
+    run: str, lines: int, html_path: Path | None, as_json: bool, as_tsv: bool, db: Path | None
+) -> None:
     """Per-label table of RUN (one column per state, plus expected), then each failed job
-    with its exit code and the last lines of its stderr.
+    with its exit code and the last lines of its stderr, and the blocked jobs per
+    failed ancestor.
+
+    With --tsv, prints one row per attempt instead, like Nextflow's trace file: job,
+    attempt, label, state, failure_class, exit_code, signal, submitted, start, end
+    (seconds since the epoch), runtime (seconds), peak_rss_mb, cpu_seconds,
+    memory_mb (requested), pool, host, block_id, batch_job_id, stdout, stderr.
 
     With --html FILE, writes one HTML file that opens offline: the per-label table,
     failures grouped by cause, a timeline of jobs per pilot, running jobs and live
@@ -228,11 +270,15 @@ def report(run: str, lines: int, html_path: Path | None, as_json: bool, db: Path
     Examples:
       pilot report 20261122-101500-ab12 --lines 20
       pilot report 20261122-101500-ab12 --html report.html
+      pilot report 20261122-101500-ab12 --tsv > trace.tsv
     """
     from executor.report import render
     from executor.report.data import build_report
 
     store, _ = open_store(db)
+    if as_tsv:
+        _print_trace(store, run)
+        return
     if html_path is not None:
         from executor.report.html import write_report
         from executor.store.queries import get_run
@@ -253,19 +299,37 @@ def report(run: str, lines: int, html_path: Path | None, as_json: bool, db: Path
         render.print_to(console(), render.report(data))
 
 
+def _print_trace(store, run: str) -> None:
+    from executor.report.jobs import TRACE_COLUMNS, to_tsv, trace
+    from executor.store.queries import get_run
+
+    with store, store.snapshot():
+        rows = trace(store, get_run(store, run)["id"])
+    click.echo(to_tsv(TRACE_COLUMNS, rows), nl=False)
+
+
 @cli.command()
 @click.argument("run")
 @click.argument("job")
 @click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
 @click.option("--stderr", "which", flag_value="stderr", help="Print stderr instead of stdout.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing what the job writes until its attempt ends."
+)
 @db_option
-def logs(run: str, job: str, attempt: int | None, which: str | None, db: Path | None) -> None:
-    """Print the captured stdout (or --stderr) of JOB in RUN.
+def logs(
+    run: str, job: str, attempt: int | None, which: str | None, follow: bool, db: Path | None
+) -> None:
+    """Print the captured stdout (or --stderr) of JOB in RUN, also while it runs.
+
+    With -f, keep printing lines as the job writes them until its attempt ends (or
+    the run's driver is gone); Ctrl-C stops following and leaves the job running.
 
     \b
     Examples:
       pilot logs 20261122-101500-ab12 isr-3
       pilot logs 20261122-101500-ab12 isr-3 --attempt 1 --stderr
+      pilot logs 20261122-101500-ab12 isr-3 -f
     """
     import difflib
 
@@ -280,24 +344,44 @@ def logs(run: str, job: str, attempt: int | None, which: str | None, db: Path | 
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise BadInput(f"run {run_row['id']} has no job {job!r}{hint}")
         attempts = attempts_of(store, run_row["id"], job)
-    if not attempts:
-        raise BadInput(f"job {job!r} has not run (state: {row['state']}), so it has no logs")
-    chosen = (
-        attempts[-1]
-        if attempt is None
-        else next((a for a in attempts if a["attempt"] == attempt), None)
-    )
-    if chosen is None:
-        numbers = ", ".join(str(a["attempt"]) for a in attempts)
-        raise BadInput(f"job {job!r} has no attempt {attempt}; its attempts: {numbers}")
-    path = chosen["stderr" if which == "stderr" else "stdout"]
-    if not path:
-        raise BadInput(
-            f"attempt {chosen['attempt']} of {job!r} has no log yet (it is still starting)"
+        if not attempts:
+            raise BadInput(f"job {job!r} has not run (state: {row['state']}), so it has no logs")
+        chosen = (
+            attempts[-1]
+            if attempt is None
+            else next((a for a in attempts if a["attempt"] == attempt), None)
         )
+        if chosen is None:
+            numbers = ", ".join(str(a["attempt"]) for a in attempts)
+            raise BadInput(f"job {job!r} has no attempt {attempt}; its attempts: {numbers}")
+        path = chosen["stderr" if which == "stderr" else "stdout"]
+        if not path:  # an attempt recorded before log paths were known at submit
+            raise BadInput(f"attempt {chosen['attempt']} of {job!r} has no log recorded")
+        if follow:
+            _follow_log(store, run_row["id"], job, chosen["attempt"], Path(path))
+            return
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        if chosen["state"] == "running":
+            raise BadInput(
+                f"attempt {chosen['attempt']} of {job!r} has no log yet: it is queued in its "
+                f"pilot, not started (`pilot logs {run_row['id']} {job} -f` waits for it)"
+            ) from exc
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+
+
+def _follow_log(store: Any, run_id: str, job: str, attempt: int, path: Path) -> None:
+    from executor.cli.follow import attempt_running, follow_file
+
+    try:
+        follow_file(path, lambda: attempt_running(store, run_id, job, attempt), sys.stdout.buffer)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.exit(EXIT_CANCELLED)
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,12 @@ def submit(
 ) -> None:
     """Run WORKFLOW (YAML, JSON, or WfFormat JSON) until every job has finished.
 
-    Prints `run <ID>` first, then live progress. Jobs run in the workflow file's
-    directory (or its `workdir:`). The workflow is copied into the run directory at
-    submit time: editing the file afterwards does not change this run or its restarts
-    (`pilot restart RUN --workflow FILE` continues it with an edited copy).
+    Prints `run <ID>` first, then live progress, and on stderr one line per job that
+    fails for good as it happens (failure class or exit code, and its log). Jobs run
+    in the workflow file's directory (or its `workdir:`). The workflow is copied into
+    the run directory at submit time: editing the file afterwards does not change this
+    run or its restarts (`pilot restart RUN --workflow FILE` continues it with an
+    edited copy).
 
     The workflow's `code:` directories and files (and each --ship PATH) are packed
     into one tarball in the run directory and unpacked on every worker node, first
@@ -98,7 +101,7 @@ def submit(
     driver_site = get_site(driver_on) if driver_on else None
     assign_pools(graph, site_config.pools)  # a job that fits no pool is bad input: exit 2
     # A site file may name its group's shared database (`monitoring_db:`).
-    store, locations = open_store(db, site_config.monitoring_db)
+    store, locations = open_store(db, site_config.monitoring_db, create=True)
     with store:
         context = start_run(graph, site_config, store, locations, source=workflow)
         click.echo(f"run {context.run_id}")
@@ -143,6 +146,7 @@ def _detach(store, run_id: str, run_dir: Path) -> None:
 
 def _drive_and_exit(store, graph, site, context, **resume: Any) -> None:
     from executor.model.states import RunState
+    from executor.report.feed import FailureFeed
     from executor.report.progress import LiveProgress
     from executor.runs.drive import drive
     from executor.store.queries import job_counts
@@ -150,7 +154,8 @@ def _drive_and_exit(store, graph, site, context, **resume: Any) -> None:
     started = time.monotonic()
     try:
         with LiveProgress() as progress:
-            state = drive(store, graph, site, context, on_progress=progress.update, **resume)
+            update = _showing_failures(progress, FailureFeed(store, context.run_id))
+            state = drive(store, graph, site, context, on_progress=update, **resume)
     except KeyboardInterrupt:
         click.echo(f"cancelled (forced): run {context.run_id}", err=True)
         sys.exit(EXIT_CANCELLED)
@@ -164,6 +169,18 @@ def _drive_and_exit(store, graph, site, context, **resume: Any) -> None:
         sys.exit(EXIT_CANCELLED)
     click.echo(f"see `pilot report {context.run_id}`", err=True)
     sys.exit(EXIT_FAILED)
+
+
+def _showing_failures(progress, feed) -> Callable[[dict[str, dict[str, int]]], None]:
+    """A progress callback that also prints each job's failure as it happens, above
+    the bars (``feed``: a :class:`~executor.report.feed.FailureFeed`)."""
+
+    def update(counts: dict[str, dict[str, int]]) -> None:
+        progress.update(counts)
+        for line in feed.lines(counts):
+            progress.note(line)
+
+    return update
 
 
 @cli.command()
@@ -243,7 +260,8 @@ def cancel(run: str, wait: float, db: Path | None) -> None:
 @click.argument("run")
 @db_option
 def attach(run: str, db: Path | None) -> None:
-    """Show the live progress of RUN (detached or started elsewhere) until it ends.
+    """Show the live progress of RUN (detached or started elsewhere) until it ends,
+    and one line per job that failed for good (as `pilot submit` shows them).
 
     Ctrl-C stops watching, not the run. Exits as `pilot submit` would have for the
     run's final state (0 succeeded, 1 failed or driver_lost, 130 cancelled).
@@ -255,6 +273,7 @@ def attach(run: str, db: Path | None) -> None:
     """
     from executor.cli.follow import attach as follow
     from executor.cli.follow import exit_code_for
+    from executor.report.feed import FailureFeed
     from executor.report.progress import LiveProgress
     from executor.store.queries import get_run, job_counts
 
@@ -264,7 +283,8 @@ def attach(run: str, db: Path | None) -> None:
         click.echo(f"run {run_id}")
         try:
             with LiveProgress() as progress:
-                state = follow(store, run_id, progress.update)
+                feed = FailureFeed(store, run_id, from_start=True)
+                state = follow(store, run_id, _showing_failures(progress, feed))
         except KeyboardInterrupt:
             click.echo(f"detached from run {run_id}; it goes on", err=True)
             sys.exit(EXIT_CANCELLED)
@@ -327,12 +347,12 @@ class _ProgressLog:
     def __call__(self, counts: dict[str, dict[str, int]]) -> None:
         import logging
 
-        from executor.model.states import JOB_STATES
+        from executor.model.states import SHOWN_STATES
 
-        totals = {state: sum(c.get(state, 0) for c in counts.values()) for state in JOB_STATES}
+        totals = {state: sum(c.get(state, 0) for c in counts.values()) for state in SHOWN_STATES}
         final = (totals["failed"], totals["blocked"], totals["cancelled"])
         now = time.monotonic()
-        over = not (totals["pending"] + totals["ready"] + totals["running"])
+        over = not (totals["pending"] + totals["ready"] + totals["queued"] + totals["running"])
         if now - self._last < self.interval and final == self._final and not over:
             return
         self._last, self._final = now, final

@@ -20,7 +20,8 @@ from executor.cli import (
 @json_option
 def sites(directory: Path | None, as_json: bool) -> None:
     """List the sites `--site` accepts: files in ./site_configs/, ~/.config/pilot/sites/,
-    or DIRECTORY, with their backend. The first file of a name wins.
+    the ones shipped with pilot, or DIRECTORY, with their backend. The first file of a
+    name wins.
 
     \b
     Examples:

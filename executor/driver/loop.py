@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from executor.driver.context import RunContext, job_spec
 from executor.driver.delivery import code_never_arrived, plan_delivery
@@ -24,9 +24,10 @@ from executor.driver.parsl_session import (
     terminal_signals_blocked,
 )
 from executor.driver.pilots import PilotTracker
+from executor.driver.shown import ShownStates
 from executor.errors import SiteError
 from executor.model.graph import JobGraph
-from executor.model.states import JOB_STATES, FailureClass, JobState, RunState, can_move
+from executor.model.states import FailureClass, JobState, RunState
 from executor.policy.packing import (
     PackingPolicy,
     RuntimeEstimates,
@@ -42,7 +43,7 @@ from executor.shipping.runtime import bootstrap_call
 from executor.sites.base import SiteConfig
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
-from executor.worker.outcome import LoggedOutcome, Outcome, failed
+from executor.worker.outcome import LoggedOutcome, Outcome, StartRecord, failed, is_start
 from executor.worker.outcome_log import OutcomeReader
 from executor.worker.spec import JobSpec
 
@@ -132,19 +133,8 @@ class Driver:
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
         # What the store says, and so what progress shows: every unfinished job is
         # pending until run() records the initially ready ones.
-        self._shown: dict[str, JobState] = {
-            name: JobState.PENDING if state is JobState.READY else state
-            for name, state in self.schedule.state.items()
-        }
-        self.counts: dict[str, dict[str, int]] = {}
-        for name, state in self._shown.items():
-            label = graph[name].label
-            if label not in self.counts:
-                self.counts[label] = dict.fromkeys(JOB_STATES, 0)
-            self.counts[label][state.value] += 1
-        # A restart's graph holds only unfinished jobs; the progress counts all of them.
-        for label, done in (done_per_label or {}).items():
-            self.counts.setdefault(label, dict.fromkeys(JOB_STATES, 0))["succeeded"] += done
+        self._shown = ShownStates(graph, self.schedule.state, done_per_label)
+        self.counts = self._shown.counts
         self._session = session  # Parsl, if the caller started it already
         self._dfk: Any = None
         self._apps: dict[str, Any] = {}
@@ -304,12 +294,15 @@ class Driver:
             members.append((name, attempt))
             self._record(name, JobState.RUNNING, attempts=attempt)
             memory = self._memory(name) or pool.memory
-            self.recorder.attempt_submitted(name, attempt, now, pool=pool.name, memory=memory)
-            job = self.graph[name]
-            specs.append(job_spec(
-                job, self.context, attempt, memory, self.site.memory_tolerance,
+            spec = job_spec(
+                self.graph[name], self.context, attempt, memory, self.site.memory_tolerance,
                 shared_filesystem=self.site.shared_filesystem,
-            ))  # fmt: skip
+            )  # fmt: skip
+            self.recorder.attempt_submitted(
+                name, attempt, now, pool=pool.name, memory=memory,
+                stdout=spec["stdout"], stderr=spec["stderr"],
+            )  # fmt: skip
+            specs.append(spec)
         self._bundles[bundle_id] = (pool.name, members, specs)
         self._load[pool.name] += 1
         code = self._delivery.payload(pool.name) if self._delivery else None
@@ -369,9 +362,18 @@ class Driver:
         # own outcome.
         if self._outcomes is not None:
             for record in self._outcomes.read_new():
-                self._settle_recorded(record)
+                if is_start(record):
+                    self._started(record)
+                else:
+                    self._settle_recorded(cast(LoggedOutcome, record))
         for bundle_id, future in finished:
             self._settle(bundle_id, future)
+
+    def _started(self, record: StartRecord) -> None:
+        """Record that an attempt started on a worker: its job shows running, not queued."""
+        name, attempt = record["job"], record["attempt"]
+        if self._in_flight.get(name, (None,))[0] == attempt and self._shown.start(name):
+            self.recorder.attempt_started(name, attempt, record)
 
     def _settle_recorded(self, record: LoggedOutcome) -> None:
         """Settle a job that finished inside a bundle that is still running.
@@ -466,12 +468,7 @@ class Driver:
     def _record(
         self, name: str, state: JobState, *, detail: str | None = None, attempts: int | None = None
     ) -> None:
-        if not can_move(self._shown[name], state):
-            raise RuntimeError(f"job {name}: illegal move {self._shown[name]} -> {state}")
-        label = self.graph[name].label
-        self.counts[label][self._shown[name].value] -= 1
-        self.counts[label][state.value] += 1
-        self._shown[name] = state
+        self._shown.move(name, state)
         self.recorder.job_state(name, state, detail=detail, attempts=attempts)
 
     def _commit(self) -> None:

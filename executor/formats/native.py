@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import GraphError
-from executor.model.graph import Clustering, Job, JobGraph, _graph_problems, default_label
+from executor.model.graph import (
+    Clustering,
+    Job,
+    JobGraph,
+    _graph_problems,
+    check_job,
+    default_label,
+)
 from executor.model.units import parse_duration, parse_memory
 
 WORKFLOW_KEYS = (
@@ -64,11 +71,8 @@ def graph_from_dict(
     if not isinstance(defaults, Mapping):
         problems.append(f"{source}: defaults: must be a mapping such as {{cores: 1, memory: 2GB}}")
         defaults = {}
-    problems += [
-        f"{source}: defaults: {_unknown_key(k, DEFAULT_KEYS)}"
-        for k in defaults
-        if k not in DEFAULT_KEYS
-    ]
+    defaults, defaults_problems = _checked_defaults(defaults, source)
+    problems += defaults_problems
     raw_jobs = data.get("jobs")
     if not isinstance(raw_jobs, list) or not raw_jobs:
         problems.append(f"{source}: jobs: must be a non-empty list of jobs")
@@ -103,6 +107,27 @@ def graph_from_dict(
         str(name), jobs, workdir=workdir, source=source, where=where, clustering=clustering,
         code=code, code_limit=code_limit,
     )  # fmt: skip
+
+
+def _checked_defaults(defaults: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Check ``defaults:`` once: the valid defaults (merged into each job) and the problems.
+
+    A bad default is reported once, at the defaults' line, and left out of the merge, so
+    1,000 jobs that inherit it do not repeat it; a job that sets the key itself is still
+    checked on its own line.
+    """
+    line = getattr(defaults, "line", 0)
+    place = f"{source}:{line}: defaults" if line else f"{source}: defaults"
+    problems = [
+        f"{place}: {_unknown_key(k, DEFAULT_KEYS)}" for k in defaults if k not in DEFAULT_KEYS
+    ]
+    known = {k: v for k, v in defaults.items() if k in DEFAULT_KEYS}
+    # A stand-in job that takes every default and sets nothing else of its own.
+    probe, found = _job_from_mapping({"name": "defaults", "command": "true"}, known)
+    found += check_job(probe)
+    bad = {problem.partition(":")[0] for problem in found}
+    problems += [f"{place}: {problem}" for problem in found]
+    return {k: v for k, v in known.items() if k not in bad}, problems
 
 
 def _code(

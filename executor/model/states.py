@@ -20,7 +20,7 @@ class _Named(str, Enum):
 class JobState(_Named):
     PENDING = "pending"  # waiting for parents
     READY = "ready"  # parents done; queued in the driver or handed to Parsl
-    RUNNING = "running"  # an attempt has started on a worker
+    RUNNING = "running"  # handed to a pilot (shown queued until it starts: SHOWN_STATES)
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # failed for good: retries used up
     BLOCKED = "blocked"  # an ancestor failed for good; will never run
@@ -37,6 +37,15 @@ class RunState(_Named):
 
 
 JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
+
+# What counts show (``pilot status``, progress, reports, the dashboard): a job the store
+# has ``running`` is *queued* while its current attempt has not started on a worker
+# (handed to a pilot, waiting for a worker slot), and *running* once it has. Not a state
+# of the store: the job's state stays ``running`` throughout.
+QUEUED = "queued"
+SHOWN_STATES: tuple[str, ...] = (
+    JobState.PENDING.value, JobState.READY.value, QUEUED, *JOB_STATES[2:]
+)  # fmt: skip
 
 # A restart may move any final state except SUCCEEDED back to PENDING. The store
 # refuses every other move, whoever writes it (executor.store.moves).

@@ -24,6 +24,7 @@ def _progress(summary: dict[str, Any]) -> dict[str, Any]:
         "done": done(summary["jobs"]),
         "total": summary["total"],
         "running": summary["jobs"]["running"],
+        "queued": summary["jobs"].get("queued", 0),
     }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from executor.model.states import JOB_STATES
+from executor.model.states import SHOWN_STATES
 from executor.report.activity import label_usage
 from executor.report.failures import failure_groups, final_failures
+from executor.report.jobs import blocked_causes
 from executor.report.logs import log_tail
 from executor.report.retries import retry_summary
 from executor.store import Store
@@ -16,7 +17,8 @@ from executor.store.queries import get_run, run_summary
 
 def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str, Any]:
     """Per-label counts with the expected total, every failed job with its stderr tail, and
-    the attempts that failed, the ones a retry recovered from included (``retries``)."""
+    the attempts that failed, the ones a retry recovered from included (``retries``),
+    and the blocked jobs per failed ancestor (``blocked``)."""
     run = get_run(store, run_id)
     summary = run_summary(store, run)
     labels = {
@@ -33,10 +35,11 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         "name": summary["name"],
         "state": summary["state"],
         "site": summary["site"],
-        "states": list(JOB_STATES),
+        "states": list(SHOWN_STATES),
         "labels": labels,
         "jobs": {**summary["jobs"], "expected": run["n_jobs"]},
         "failed": failures,
+        "blocked": blocked_causes(store, run["id"]),
         "usage": label_usage(store, run["id"]),
         "failure_groups": failure_groups(run, failures, retries["jobs"], tail_lines=tail_lines),
         "retries": retries,

@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from executor.model.names import natural_key
 from executor.model.states import FailureClass
 from executor.report import repro
 from executor.report.logs import log_tail
@@ -75,8 +76,9 @@ def final_failures(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The jobs that failed for good, each with the facts of its last attempt.
 
     The entries of ``pilot report --json``'s ``failed`` (without ``stderr_tail``), in
-    label then name order.
+    label then name order, names in natural order (``job-2`` before ``job-10``).
     """
+    rows = sorted(failed_jobs(store, run_id), key=lambda r: (r["label"], natural_key(r["name"])))
     return [
         {
             "job": row["name"],
@@ -91,7 +93,7 @@ def final_failures(store: Store, run_id: str) -> list[dict[str, Any]]:
             "stderr": row["stderr"],
             "memory_mb": row["memory_mb"],
         }
-        for row in failed_jobs(store, run_id)
+        for row in rows
     ]
 
 

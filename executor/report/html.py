@@ -3,6 +3,9 @@
 The file needs no network to open: plotly.js is inlined once, and each figure is a
 JSON block drawn by a short script. A Content-Security-Policy allows only those two
 scripts (by hash), so even if a job name slipped through unescaped it could not run.
+The report a run writes to its own directory loads the home's one shared copy of
+plotly.js by a relative path instead (:mod:`executor.report.assets`); its policy
+allows scripts from the page's own origin (``'self'``) and the drawing script's hash.
 Every piece of user data (job names, labels, commands, log lines) is HTML-escaped here.
 """
 
@@ -20,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from executor._version import __version__
-from executor.model.states import JOB_STATES
+from executor.model.states import SHOWN_STATES
 from executor.model.units import format_memory
+from executor.report.assets import ensure_plotly_asset, plotly_js, relative_url
 from executor.report.failures import NAMES_SHOWN, describe_labels, failure_groups, final_failures
 from executor.report.figures import run_figures
 from executor.report.retries import describe_label, describe_outcome, exit_status, retry_summary
@@ -38,6 +42,11 @@ _DRAW = """
 for (const block of document.querySelectorAll('script[data-figure]')) {
   const spec = JSON.parse(block.textContent);
   const target = document.getElementById(block.dataset.figure);
+  if (typeof Plotly === 'undefined') {
+    target.textContent = 'plotly.js was not found next to this report; '
+      + '`pilot report RUN --html FILE` writes a copy that opens on its own.';
+    continue;
+  }
   Plotly.newPlot(target, spec.data, spec.layout, {displaylogo: false, responsive: true});
 }
 """
@@ -52,12 +61,6 @@ FIGURE_TITLES = {
 
 def stylesheet() -> str:
     return resources.files("executor.report").joinpath("static/pilot.css").read_text()
-
-
-def plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs()
 
 
 def json_for_script(value: Any) -> str:
@@ -85,20 +88,20 @@ def _when(timestamp: float | None) -> str:
 
 def label_table(labels: dict[str, dict[str, int]]) -> str:
     """The per-label table: one row per label, one column per state, and the total."""
-    head = "".join(f'<th class="n">{s}</th>' for s in JOB_STATES)
+    head = "".join(f'<th class="n">{s}</th>' for s in SHOWN_STATES)
     rows = []
-    totals = dict.fromkeys(JOB_STATES, 0)
+    totals = dict.fromkeys(SHOWN_STATES, 0)
     for label, counts in labels.items():
         cells = []
-        for state in JOB_STATES:
+        for state in SHOWN_STATES:
             n = counts.get(state, 0)
             totals[state] += n
             css = f"n state-{state}" if n else "n zero"
             cells.append(f'<td class="{css}">{n}</td>')
-        expected = sum(counts.get(s, 0) for s in JOB_STATES)
+        expected = sum(counts.get(s, 0) for s in SHOWN_STATES)
         rows.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}<td class=n>{expected}</td></tr>")
     if len(labels) > 1:
-        sums = "".join(f'<td class="n">{totals[s]}</td>' for s in JOB_STATES)
+        sums = "".join(f'<td class="n">{totals[s]}</td>' for s in SHOWN_STATES)
         rows.append(
             f'<tr class="total"><td>total</td>{sums}<td class=n>{sum(totals.values())}</td></tr>'
         )
@@ -201,8 +204,17 @@ def retries_section(summary: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def render(store: Store, run_id: str, *, now: float | None = None) -> str:
-    """The whole report of one run as an HTML document."""
+def render(
+    store: Store, run_id: str, *, now: float | None = None, plotly_src: str | None = None
+) -> str:
+    """The whole report of one run as an HTML document.
+
+    Parameters
+    ----------
+    plotly_src
+        The URL of plotly.js (relative to the report) when the page loads it from a
+        file; ``None`` inlines it, and the page needs nothing else.
+    """
     now = time.time() if now is None else now
     run = get_run(store, run_id)
     summary = run_summary(store, run)
@@ -218,9 +230,16 @@ def render(store: Store, run_id: str, *, now: float | None = None) -> str:
         f"{json_for_script(figures[name])}</script>"
         for name, title in FIGURE_TITLES.items()
     )
-    library = plotly_js()
+    if plotly_src is None:
+        inlined = plotly_js()
+        library, allowed = f"<script>{inlined}</script>", _hash(inlined)
+    else:
+        # Not the file's hash with an `integrity` attribute: browsers refuse to check
+        # integrity of file:// scripts and block them.
+        library = f'<script src="{_e(plotly_src)}"></script>'
+        allowed = "'self'"
     policy = (
-        f"default-src 'none'; script-src {_hash(library)} {_hash(_DRAW)}; "
+        f"default-src 'none'; script-src {allowed} {_hash(_DRAW)}; "
         "style-src 'unsafe-inline'; img-src data:; font-src data:"
     )
     ended = run["ended"] or now
@@ -247,16 +266,23 @@ started {_when(run["created"])} · {finished} · {ended - run["created"]:.1f}s</
 {retries_section(retries)}
 {blocks}
 <p class="meta">written {_when(now)} by pilot {_e(__version__)}</p>
-<script>{library}</script>
+{library}
 <script>{_DRAW}</script>
 </body></html>
 """
 
 
-def write_report(store: Store, run_id: str, path: str | os.PathLike) -> Path:
-    """Write the report of ``run_id`` to ``path`` (group-readable, never world-writable)."""
-    text = render(store, run_id)
+def write_report(
+    store: Store, run_id: str, path: str | os.PathLike, *, assets: Path | None = None
+) -> Path:
+    """Write the report of ``run_id`` to ``path`` (group-readable, never world-writable).
+
+    With ``assets`` (a directory) the report loads the shared plotly.js there, written
+    first if missing, by a path relative to ``path``; without it, plotly.js is inlined.
+    """
     path = Path(path)
+    src = None if assets is None else relative_url(ensure_plotly_asset(assets), path)
+    text = render(store, run_id, plotly_src=src)
     partial = path.with_name(f".{path.name}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -266,14 +292,16 @@ def write_report(store: Store, run_id: str, path: str | os.PathLike) -> Path:
     return path
 
 
-def write_final_report(store: Store, run_id: str, path: Path) -> Path | None:
+def write_final_report(
+    store: Store, run_id: str, path: Path, *, assets: Path | None = None
+) -> Path | None:
     """Write the report when a run ends; on any error log a warning and return ``None``.
 
     A report is a convenience: failing to write one (a full disk, a bug here) must
     never change a run's outcome or exit code.
     """
     try:
-        return write_report(store, run_id, path)
+        return write_report(store, run_id, path, assets=assets)
     except Exception as exc:
         logger.warning("could not write the HTML report %s: %s", path, exc)
         return None

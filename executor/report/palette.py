@@ -4,7 +4,8 @@
 ancestor or was cancelled will not change again, so ``done = succeeded + failed +
 blocked + cancelled``. A progress bar never paints that sum in one colour: it shows
 one segment per state, in :data:`BAR_STATES` order, then the running jobs, then the
-jobs still waiting (pending, ready) as the empty rest.
+queued ones (handed to a pilot, not started: ``executor.model.states.SHOWN_STATES``),
+then the jobs still waiting (pending, ready) as the empty rest.
 
 The live display of ``pilot submit``/``attach`` (``report.progress``), ``pilot
 status`` (``report.render``) and the dashboard's ``/api`` progress (``report.api``)
@@ -22,16 +23,17 @@ from rich.segment import Segment
 from rich.style import Style
 
 FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "blocked", "cancelled")
-# Segments from the left: the final states, then what is running now.
-BAR_STATES: tuple[str, ...] = (*FINAL_STATES, "running")
+# Segments from the left: the final states, then what is running now, then what is queued.
+BAR_STATES: tuple[str, ...] = (*FINAL_STATES, "running", "queued")
 
 STATE_STYLE: dict[str, str] = {
     "succeeded": "green", "failed": "red", "blocked": "yellow", "cancelled": "magenta",
-    "running": "cyan", "driver_lost": "red bold",
+    "running": "cyan", "queued": "blue", "driver_lost": "red bold",
 }  # fmt: skip
 _EMPTY_STYLE = "grey35"
 # Without colour (a pipe, NO_COLOR) each state is told apart by its character.
-_PLAIN_GLYPH = {"succeeded": "#", "failed": "X", "blocked": "b", "cancelled": "c", "running": ">"}
+_PLAIN_GLYPH = {"succeeded": "#", "failed": "X", "blocked": "b", "cancelled": "c", "running": ">",
+               "queued": "-"}  # fmt: skip
 
 
 def done(counts: Mapping[str, int]) -> int:

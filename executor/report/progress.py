@@ -21,6 +21,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from executor.report.palette import FINAL_STATES, StateBar, done
 
@@ -44,6 +45,7 @@ class LiveProgress:
             _StateBarColumn(),
             MofNCompleteColumn(),
             TextColumn("[cyan]{task.fields[running]} running"),
+            TextColumn("[blue]{task.fields[queued]} queued"),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("[yellow]{task.fields[blocked]} blocked"),
             TextColumn("[magenta]{task.fields[cancelled]} cancelled"),
@@ -68,6 +70,14 @@ class LiveProgress:
         elif self._last_counts:
             self._print_plain(self._last_counts)
 
+    def note(self, line: str) -> None:
+        """Print ``line`` (a job's failure) at once: above the bars on a terminal, where
+        they stay in place under it; as a plain line of its own elsewhere."""
+        if self._live:
+            self._progress.console.print(Text(line, style="red"), soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def update(self, counts: dict[str, dict[str, int]]) -> None:
         self._last_counts = counts
         if not self._live:
@@ -87,24 +97,29 @@ class LiveProgress:
     def _show(self, description: str, by_state: dict[str, int]) -> None:
         if description not in self._tasks:
             self._tasks[description] = self._progress.add_task(
-                description, total=sum(by_state.values()), counts={}, running=0, failed=0,
-                blocked=0, cancelled=0,
+                description, total=sum(by_state.values()), counts={}, running=0, queued=0,
+                failed=0, blocked=0, cancelled=0,
             )  # fmt: skip
         self._progress.update(
             self._tasks[description],
             completed=done(by_state),
             counts=dict(by_state),
             running=by_state.get("running", 0),
+            queued=by_state.get("queued", 0),
             failed=by_state.get("failed", 0),
             blocked=by_state.get("blocked", 0),
             cancelled=by_state.get("cancelled", 0),
         )
 
     def _print_plain(self, counts: dict[str, dict[str, int]]) -> None:
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("running", *FINAL_STATES)}
+        total = {
+            s: sum(c.get(s, 0) for c in counts.values())
+            for s in ("running", "queued", *FINAL_STATES)
+        }
         jobs = sum(sum(c.values()) for c in counts.values())
         print(
             f"progress: {done(total)}/{jobs} done, {total['running']} running, "
+            f"{total['queued']} queued, "
             f"{total['succeeded']} succeeded, {total['failed']} failed, {total['blocked']} "
             f"blocked, {total['cancelled']} cancelled",
             file=sys.stderr,

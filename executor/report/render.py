@@ -14,7 +14,8 @@ from rich.console import Console, ConsoleOptions, Group, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from executor.model.states import JOB_STATES
+from executor.model.names import natural_key
+from executor.model.states import SHOWN_STATES
 from executor.model.units import format_duration, format_memory
 from executor.report.failures import NAMES_SHOWN, describe_labels
 from executor.report.palette import STATE_STYLE, StateBar, done
@@ -68,21 +69,21 @@ def label_table(labels: dict[str, dict[str, int]], *, title: str | None = None) 
     """One row per label, one column per state, and the expected total (like ``bps report``)."""
     table = _table(title=title)
     _free(table, "label")
-    for state in JOB_STATES:
+    for state in SHOWN_STATES:
         _fixed(table, state)
     _fixed(table, "expected")
-    totals = dict.fromkeys(JOB_STATES, 0)
+    totals = dict.fromkeys(SHOWN_STATES, 0)
     for label, counts in labels.items():
         cells = [Text(label)]
-        for state in JOB_STATES:
+        for state in SHOWN_STATES:
             totals[state] += counts.get(state, 0)
             cells.append(_count(counts.get(state, 0), state))
-        cells.append(Text(str(sum(counts.get(s, 0) for s in JOB_STATES))))
+        cells.append(Text(str(sum(counts.get(s, 0) for s in SHOWN_STATES))))
         table.add_row(*cells)
     if len(labels) > 1:
         table.add_row(
             Text("total", style="bold"),
-            *(_count(totals[s], s) for s in JOB_STATES),
+            *(_count(totals[s], s) for s in SHOWN_STATES),
             Text(str(sum(totals.values())), style="bold"),
         )
     return table
@@ -205,6 +206,8 @@ def report(data: dict[str, Any]) -> Group:
         parts.extend(_failure_group(group))
     if data["failed"]:
         parts.append(Text(f"\nFailed jobs ({len(data['failed'])}):", style="bold"))
+        names = sorted((failure["job"] for failure in data["failed"]), key=natural_key)
+        parts.append(Text("  " + ", ".join(names)))
     for failure in data["failed"][:MAX_FAILURES_SHOWN]:
         why = failure["message"] or failure["failure_class"] or "failed"
         parts.append(Text.assemble(
@@ -218,7 +221,22 @@ def report(data: dict[str, Any]) -> Group:
     hidden = len(data["failed"]) - MAX_FAILURES_SHOWN
     if hidden > 0:
         parts.append(Text(f"... and {hidden} more failed jobs (all are in `--json`)"))
+    parts.extend(_blocked(data["run"], data.get("blocked", [])))
     return Group(*parts)
+
+
+def _blocked(run: str, causes: list[dict[str, Any]]) -> list[Any]:
+    """Blocked jobs per failed ancestor: ``3 blocked by failed job-2``."""
+    if not causes:
+        return []
+    total = sum(cause["count"] for cause in causes)
+    parts: list[Any] = [Text(f"\nBlocked jobs ({total}), by failed ancestor:", style="bold")]
+    for cause in causes:
+        parts.append(
+            Text.assemble(f"  {cause['count']} blocked by failed ", (cause["ancestor"], "bold"))
+        )
+    parts.append(Text(f"  `pilot jobs {run} --state blocked` lists them", style="dim"))
+    return parts
 
 
 def usage_table(usage: dict[str, dict[str, Any]]) -> Table:

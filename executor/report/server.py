@@ -78,7 +78,7 @@ class Dashboard:
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> Dashboard:
-        from plotly.offline import get_plotlyjs
+        from executor.report.assets import plotly_js
 
         # Fail now, with a clear message, if the database cannot be read.
         Store(self.db, readonly=True).close()
@@ -87,7 +87,7 @@ class Dashboard:
             "/": ("text/html; charset=utf-8", page),
             "/static/dashboard.js": ("text/javascript; charset=utf-8", _static("dashboard.js")),
             "/static/pilot.css": ("text/css; charset=utf-8", _static("pilot.css")),
-            "/static/plotly.js": ("text/javascript; charset=utf-8", get_plotlyjs().encode()),
+            "/static/plotly.js": ("text/javascript; charset=utf-8", plotly_js().encode()),
         }
         handler = type(
             "Handler",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,15 @@ from executor.driver.parsl_session import ParslSession
 from executor.driver.signals import signals_cancel
 from executor.errors import RunFailed, SiteError, StoreError
 from executor.model.graph import JobGraph
-from executor.model.states import RunState
+from executor.model.states import JobState, RunState
 from executor.runs.resume import recover_finished_jobs
 from executor.runs.start import start_run
 from executor.sites import get_site
 from executor.sites.base import SiteConfig
 from executor.store import Store, locate
 from executor.store.estimates import label_runtimes
-from executor.store.queries import get_run
+from executor.store.paths import assets_of
+from executor.store.queries import get_run, job_results, job_states
 from executor.store.recorder import (
     RunRecorder,
     abandon_unfinished,
@@ -74,7 +76,9 @@ def drive(
     from executor.report.html import write_final_report
 
     # After Parsl has stopped; never raises, so the report cannot change the outcome.
-    write_final_report(store, context.run_id, context.run_dir / "report.html")
+    write_final_report(
+        store, context.run_id, context.run_dir / "report.html", assets=assets_of(context.run_dir)
+    )
     return state
 
 
@@ -102,11 +106,37 @@ def _close_abandoned(store: Store, recorder: RunRecorder, final: RunState, messa
 
 @dataclass(frozen=True)
 class RunResult:
-    """What :func:`run` returns."""
+    """What :func:`run` returns.
+
+    Attributes
+    ----------
+    run_id, state, run_dir
+        The run's id, its final state and its directory (logs, ``report.html``).
+    jobs
+        Each job's final state, by job name.
+    values
+        The return value of each succeeded function job, JSON-decoded (a value JSON
+        cannot hold arrives as its ``repr``). Shell jobs, and results too large to
+        keep whole in the database (over 64 KiB), are left out.
+    """
 
     run_id: str
     state: RunState
     run_dir: Path
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _outcomes(store: Store, run_id: str) -> tuple[dict[str, JobState], dict[str, Any]]:
+    """The final state of each job of the run and the decoded values of the succeeded ones."""
+    states = {name: JobState(state) for name, state in job_states(store, run_id).items()}
+    values = {}
+    for name, text in job_results(store, run_id).items():
+        try:
+            values[name] = json.loads(text)
+        except ValueError:  # cut short at the size limit: not a whole value
+            continue
+    return states, values
 
 
 def run(
@@ -115,7 +145,7 @@ def run(
     site: str | SiteConfig | None = None,
     db: str | os.PathLike | None = None,
 ) -> RunResult:
-    """Run a workflow to the end from Python and return its id and final state.
+    """Run a workflow to the end from Python; return its id, final state and job outcomes.
 
     ``workflow`` is a :class:`JobGraph`, a :class:`~executor.model.workflow.Workflow` or a
     path to a workflow file. Results land in the same database ``pilot status`` reads.
@@ -135,4 +165,7 @@ def run(
     with Store(locations.db) as store:
         context = start_run(graph, site_config, store, locations, source=source)
         state = drive(store, graph, site_config, context)
-    return RunResult(run_id=context.run_id, state=state, run_dir=context.run_dir)
+        jobs, values = _outcomes(store, context.run_id)
+    return RunResult(
+        run_id=context.run_id, state=state, run_dir=context.run_dir, jobs=jobs, values=values
+    )

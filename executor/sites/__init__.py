@@ -1,7 +1,9 @@
 """Find sites by name: backends in one registry, site files on a search path.
 
 ``local`` needs no file. Other sites are YAML files found, in order, in
-``./site_configs/``, ``~/.config/pilot/sites/``, or given as a path.
+``./site_configs/``, ``~/.config/pilot/sites/``, the site files shipped inside the
+package (``executor/sites/configs/``: ``usdf-slurm``, ``slurm-local``, ``local``), or
+given as a path. The first file of a name wins, so a user's copy overrides a shipped one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from pathlib import Path
 from executor.errors import ConfigError
 from executor.sites.base import SiteConfig
 
-__all__ = ["SiteConfig", "backends", "get_site", "site_files", "site_search_path"]
+__all__ = [
+    "SiteConfig",
+    "backends",
+    "get_site",
+    "shipped_sites",
+    "site_files",
+    "site_search_path",
+]
 
 # backend name -> "module:class"; loaded on first use so `import executor` stays cheap.
 _BACKENDS = {
@@ -32,8 +41,20 @@ def backend_class(name: str) -> type[SiteConfig]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def shipped_sites() -> Path:
+    """The directory of the site files installed with the package (package data)."""
+    from importlib.resources import files
+
+    # A plain directory for every install pip makes (wheel or editable); not a zip.
+    return Path(str(files("executor.sites").joinpath("configs")))
+
+
 def site_search_path() -> list[Path]:
-    return [Path.cwd() / "site_configs", Path.home() / ".config" / "pilot" / "sites"]
+    return [
+        Path.cwd() / "site_configs",
+        Path.home() / ".config" / "pilot" / "sites",
+        shipped_sites(),
+    ]
 
 
 def site_files(directory: Path | None = None) -> list[tuple[str, Path | None]]:

@@ -1,6 +1,6 @@
 """What every site has, and the control flow every backend shares.
 
-A site file (``site_configs/<name>.yaml``) names a ``backend``, its options, and its
+A site file (``~/.config/pilot/sites/<name>.yaml``) names a ``backend``, its options, and its
 ``pools``. The base class validates everything when the file is loaded (not at the
 first scale-up) and builds one Parsl HighThroughputExecutor per pool; a backend
 module supplies only its differences: the provider, and the size of its nodes.
@@ -222,9 +222,9 @@ class SiteConfig:
                 interchange_launch_cmd=interchange_command(),
                 address=self.address,
                 max_workers_per_node=self.workers(pool),
-                cores_per_worker=pool.cores,
                 encrypted=True,
                 **{
+                    "cores_per_worker": pool.cores,
                     "heartbeat_period": 5,
                     "heartbeat_threshold": 30,
                     "poll_period": 5,

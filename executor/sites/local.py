@@ -21,8 +21,18 @@ class LocalSite(SiteConfig):
     backend: ClassVar[str] = "local"
 
     def default_pools(self) -> tuple[PoolConfig, ...]:
-        # One worker per core; a job may use up to the whole machine's memory.
-        return (PoolConfig(name="default", cores=1, memory=_machine_memory_mb()),)
+        # One worker per core; a job may ask for up to all the cores (a `cores: 2` job
+        # runs on a laptop without a site file) and the whole machine's memory.
+        cores = self.node_cores()
+        return (
+            PoolConfig(name="default", cores=cores, memory=_machine_memory_mb(), workers=cores),
+        )
+
+    def executor_options(self, pool: PoolConfig) -> dict[str, Any]:
+        # Parsl starts min(workers, machine cores / cores_per_worker) workers; here the
+        # pool's `workers` is what counts (jobs share the machine's cores), so a pool of
+        # 2-core workers or more workers than cores still gets every worker it asks for.
+        return {"cores_per_worker": min(pool.cores, self.node_cores() / self.workers(pool))}
 
     def make_provider(self, pool: PoolConfig) -> Any:
         from parsl.providers import LocalProvider

@@ -1,7 +1,8 @@
 """Where pilot keeps its database and run directories.
 
-``PILOT_HOME`` (default ``~/.local/share/pilot``) holds ``monitoring.db`` and
-``runs/<run-id>/``. ``PILOT_DB`` moves the database alone (a shared database);
+``PILOT_HOME`` (default ``~/.local/share/pilot``) holds ``monitoring.db``,
+``runs/<run-id>/`` and ``assets/`` (what the runs' reports share, beside ``runs/``).
+``PILOT_DB`` moves the database alone (a shared database);
 ``--db PATH`` on the command line moves both: the runs go next to that database.
 A site file's ``monitoring_db:`` names a group's shared database for the runs on that
 site; ``PILOT_DB`` and ``--db`` take precedence over it.
@@ -13,6 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Beside ``runs/``: reports reach it as ``../../assets/`` from ``runs/<id>/``.
+ASSETS = "assets"
+
 
 @dataclass(frozen=True)
 class Locations:
@@ -21,6 +25,20 @@ class Locations:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
+
+    @property
+    def assets(self) -> Path:
+        """Files the runs' reports share (plotly.js), next to ``runs/``."""
+        return self.runs.parent / ASSETS
+
+
+def assets_of(run_dir: Path) -> Path:
+    """The shared assets directory of the home that holds ``run_dir`` (``runs/<id>``).
+
+    Reports load from it by a relative path, so it sits at a fixed place beside
+    ``runs/``: the pair can be moved or copied together.
+    """
+    return run_dir.parent.parent / ASSETS
 
 
 def locate(

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 
 from executor.errors import RunNotFound
-from executor.model.states import JOB_STATES, JobState, RunState
+from executor.model.states import SHOWN_STATES, JobState, RunState
 from executor.store.database import Store
 
 # A driver writes a heartbeat at least this often while it runs.
@@ -119,18 +119,41 @@ LABEL_COUNTS_SQL = (
 )
 
 
+# Running jobs whose current attempt has not started on a worker: shown queued. Reads
+# only the running jobs (jobs_run_state) and their attempts by primary key.
+QUEUED_SQL = (
+    "SELECT j.label, count(*) AS n FROM jobs j LEFT JOIN attempts a "
+    "ON a.run_id = j.run_id AND a.job = j.name AND a.attempt = j.attempts "
+    "WHERE j.run_id = ? AND j.state = 'running' AND a.start IS NULL GROUP BY j.label"
+)
+
+
+def _split_queued(counts: dict[str, int], queued: int) -> None:
+    counts["running"] -= queued
+    counts["queued"] = queued
+
+
 def job_counts(store: Store, run_id: str) -> dict[str, int]:
-    counts = dict.fromkeys(JOB_STATES, 0)
+    """Jobs per state, with ``running`` split (:data:`~executor.model.states.SHOWN_STATES`):
+    ``queued`` (handed to a pilot, the current attempt not started) and ``running``
+    (started); the values still sum to the run's jobs."""
+    counts = dict.fromkeys(SHOWN_STATES, 0)
     for row in store.query(JOB_COUNTS_SQL, [run_id]):
         counts[row["state"]] = row["n"]
+    if counts["running"]:
+        _split_queued(counts, sum(r["n"] for r in store.query(QUEUED_SQL, [run_id])))
     return counts
 
 
 def label_counts(store: Store, run_id: str) -> dict[str, dict[str, int]]:
+    """Jobs per label and state, ``running`` split as in :func:`job_counts`."""
     labels: dict[str, dict[str, int]] = {}
     # Labels in the order their first job was written, as the workflow reads.
     for row in store.query(LABEL_COUNTS_SQL, [run_id]):
-        labels.setdefault(row["label"], dict.fromkeys(JOB_STATES, 0))[row["state"]] = row["n"]
+        labels.setdefault(row["label"], dict.fromkeys(SHOWN_STATES, 0))[row["state"]] = row["n"]
+    if any(counts["running"] for counts in labels.values()):
+        for row in store.query(QUEUED_SQL, [run_id]):
+            _split_queued(labels[row["label"]], row["n"])
     return labels
 
 
@@ -219,3 +242,18 @@ def succeeded_per_label(store: Store, run_id: str) -> dict[str, int]:
         [run_id, JobState.SUCCEEDED.value],
     )
     return {row["label"]: row["n"] for row in rows}
+
+
+def job_results(store: Store, run_id: str) -> dict[str, str]:
+    """The return value (JSON text) of each succeeded job of the run that stored one.
+
+    Function jobs store theirs; shell jobs have none. The last succeeded attempt wins.
+    """
+    rows = store.query(
+        "SELECT a.job, a.result FROM attempts a "
+        "JOIN jobs j ON j.run_id = a.run_id AND j.name = a.job "
+        "WHERE a.run_id = ? AND j.state = ? AND a.state = ? AND a.result IS NOT NULL "
+        "ORDER BY a.attempt",
+        [run_id, JobState.SUCCEEDED.value, JobState.SUCCEEDED.value],
+    )
+    return {row["job"]: row["result"] for row in rows}

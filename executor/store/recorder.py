@@ -21,6 +21,7 @@ from executor.store.database import Store
 from executor.store.moves import apply_moves, legal, move_all
 from executor.store.queries import driver_alive
 from executor.worker.outcome import FIELDS as OUTCOME_FIELDS
+from executor.worker.outcome import is_start
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ _RECOVERABLE = legal_sources(JobState.SUCCEEDED, through=(JobState.READY, JobSta
 
 # An attempt's row holds every field of its outcome (executor.worker.outcome.Outcome).
 _ATTEMPT_FIELDS = OUTCOME_FIELDS
+# What a worker's start record adds to its attempt's row (executor.worker.outcome.StartRecord).
+_START_FIELDS = ("start", "host", "block_id", "batch_job_id", "stdout", "stderr")
 
 
 class RunRecorder:
@@ -45,6 +48,7 @@ class RunRecorder:
         self._jobs: dict[str, tuple[str, str, int | None]] = {}
         self._events: list[tuple[str, float, str | None, str, str | None]] = []
         self._new_attempts: list[tuple] = []
+        self._started_attempts: list[dict[str, Any]] = []
         self._finished_attempts: list[dict[str, Any]] = []
 
     # -- queueing -------------------------------------------------------------------
@@ -80,8 +84,27 @@ class RunRecorder:
         *,
         pool: str | None = None,
         memory: int | None = None,
+        stdout: str | None = None,
+        stderr: str | None = None,
     ) -> None:
-        self._new_attempts.append((self.run_id, job, attempt, "running", when, pool, memory))
+        """Queue a new attempt, handed to a pilot and not started (``start`` stays empty).
+
+        Its log paths are known now, so ``pilot logs`` finds them while it runs.
+        """
+        self._new_attempts.append(
+            (self.run_id, job, attempt, "running", when, pool, memory, stdout, stderr)
+        )
+
+    def attempt_started(self, job: str, attempt: int, record: Mapping[str, Any]) -> None:
+        """Queue the start of an attempt (a worker's start record): when, where, its logs.
+
+        An attempt with a start time runs; one without is queued in its pilot
+        (:func:`executor.store.queries.job_counts`). A start that arrives after the
+        attempt's outcome changes nothing.
+        """
+        row = {key: record.get(key) for key in _START_FIELDS}
+        row.update(run_id=self.run_id, job=job, attempt=attempt)
+        self._started_attempts.append(row)
 
     def attempt_finished(self, job: str, attempt: int, outcome: Mapping[str, Any]) -> None:
         row = {key: outcome.get(key) for key in _ATTEMPT_FIELDS}
@@ -91,10 +114,17 @@ class RunRecorder:
     def discard_pending(self) -> None:
         """Forget queued changes (a driver that failed: its store records the outcome)."""
         self._jobs, self._events, self._new_attempts, self._finished_attempts = {}, [], [], []
+        self._started_attempts = []
 
     @property
     def pending(self) -> bool:
-        return bool(self._jobs or self._events or self._new_attempts or self._finished_attempts)
+        return bool(
+            self._jobs
+            or self._events
+            or self._new_attempts
+            or self._started_attempts
+            or self._finished_attempts
+        )
 
     # -- writing --------------------------------------------------------------------
     def flush(self) -> None:
@@ -112,15 +142,22 @@ class RunRecorder:
         now = time.time()
         jobs = self._jobs
         events, new_attempts, finished = self._events, self._new_attempts, self._finished_attempts
+        started = self._started_attempts
         assignments = ", ".join(f"{key} = :{key}" for key in _ATTEMPT_FIELDS)
+        start_assignments = ", ".join(f"{key} = :{key}" for key in _START_FIELDS)
 
         def write(conn) -> None:
             apply_moves(conn, self.run_id, jobs, now)
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts "
-                "(run_id, job, attempt, state, submitted, pool, memory_mb) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(run_id, job, attempt, state, submitted, pool, memory_mb, stdout, stderr) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 new_attempts,
+            )
+            conn.executemany(
+                f"UPDATE attempts SET {start_assignments} WHERE run_id = :run_id "
+                "AND job = :job AND attempt = :attempt AND state = 'running' AND start IS NULL",
+                started,
             )
             conn.executemany(
                 f"UPDATE attempts SET {assignments} "
@@ -135,6 +172,7 @@ class RunRecorder:
 
         self.store.write(write)
         self._jobs, self._events, self._new_attempts, self._finished_attempts = {}, [], [], []
+        self._started_attempts = []
 
     # -- run-level ------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -267,7 +305,7 @@ def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, A
         succeeded = 0
         for record in records:
             job, attempt = record["job"], record["attempt"]
-            if job not in known:
+            if job not in known or is_start(record):  # a start says nothing of the outcome
                 continue
             success = record.get("state") == JobState.SUCCEEDED.value
             if success and known[job] not in (*_RECOVERABLE, JobState.SUCCEEDED.value):

@@ -24,7 +24,16 @@ import time
 from typing import Any, cast
 
 from . import outcome_log
-from .outcome import CodeMissing, Details, LoggedOutcome, Outcome, failed, succeeded
+from .outcome import (
+    STARTED,
+    CodeMissing,
+    Details,
+    LoggedOutcome,
+    Outcome,
+    StartRecord,
+    failed,
+    succeeded,
+)
 from .spec import JobSpec
 from .watch import Watch, kill_group
 
@@ -201,6 +210,7 @@ def run_job(spec: JobSpec) -> Outcome:
         "stderr": spec["stderr"],
     }
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
+    _record_start(spec, where)
     result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
     if spec.get("in_process") and threading.current_thread() is threading.main_thread():
         from .inprocess import run_function_here
@@ -270,6 +280,20 @@ def run_job(spec: JobSpec) -> Outcome:
     if code < 0:
         return failed("signal", f"killed by signal {signal_name(-code)}", **ended)
     return failed("exit_code", f"exit code {code}", **ended)
+
+
+def _record_start(spec: JobSpec, where: Details) -> None:
+    """Append the attempt's start to the outcome log: the driver then shows it running."""
+    log = spec.get("outcome_log")
+    if not log:
+        return
+    record: StartRecord = {
+        "event": STARTED, "job": spec["job"], "attempt": spec["attempt"],
+        "start": where["start"] or time.time(), "host": where["host"],
+        "block_id": where["block_id"], "batch_job_id": where["batch_job_id"],
+        "stdout": where["stdout"], "stderr": where["stderr"],
+    }  # fmt: skip
+    outcome_log.append(log, record)
 
 
 def _forward_termination(process: subprocess.Popen):

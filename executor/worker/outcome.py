@@ -16,7 +16,8 @@ Part of the worker runtime: standard library only.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeGuard, cast
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; never imported
@@ -96,6 +97,45 @@ class LoggedOutcome(Outcome):
 
     job: str
     attempt: int
+
+
+class StartRecord(TypedDict):
+    """What the worker appends to the outcome log as an attempt starts, before its
+    outcome (:mod:`executor.worker.outcome_log`): told apart from an outcome by its
+    ``event`` key, which an outcome never has. The driver records from it that the
+    attempt runs (``running``, no longer ``queued``), where, and its log files.
+
+    Attributes
+    ----------
+    event
+        Always ``"started"``.
+    job, attempt
+        The attempt that started.
+    start
+        When it started, in seconds since the epoch (the outcome's ``start``).
+    host, block_id, batch_job_id, stdout, stderr
+        As in :class:`Outcome`.
+    """
+
+    event: Literal["started"]
+    job: str
+    attempt: int
+    start: float
+    host: str | None
+    block_id: str | None
+    batch_job_id: str | None
+    stdout: str | None
+    stderr: str | None
+
+
+# What the outcome log holds: start records and outcomes, one JSON object a line.
+LogRecord = LoggedOutcome | StartRecord
+STARTED: Literal["started"] = "started"
+
+
+def is_start(record: Mapping[str, Any]) -> TypeGuard[StartRecord]:
+    """Whether an outcome-log record is the start of an attempt (not its outcome)."""
+    return record.get("event") == STARTED
 
 
 class CodeMissing(TypedDict):

@@ -7,6 +7,11 @@ a file of its own in the run directory, ``outcomes/<host>-<pid>.jsonl``. The dri
 reads these files as it goes (a job shows as finished while its bundle still runs),
 and ``pilot restart`` and ``pilot cancel`` read them before deciding anything.
 
+The worker also appends a start record as each attempt starts
+(:class:`~executor.worker.outcome.StartRecord`, ``"event": "started"``), so the driver
+shows a job as running only once it runs: until then it is queued in its pilot.
+Readers that want outcomes only skip them (:func:`~executor.worker.outcome.is_start`).
+
 One writer per file (a worker process) and whole lines written by one ``write``
 call on an ``O_APPEND`` descriptor: a reader sees complete lines, or a last line
 without its newline, which it leaves for later. The file is opened once per worker
@@ -25,7 +30,7 @@ import socket
 from collections.abc import Iterator
 from typing import cast
 
-from .outcome import LoggedOutcome
+from .outcome import LoggedOutcome, LogRecord, is_start
 
 DIRECTORY = "outcomes"
 SUFFIX = ".jsonl"
@@ -34,8 +39,9 @@ SUFFIX = ".jsonl"
 _OPEN: dict[str, int] = {}
 
 
-def append(run_dir: str, record: LoggedOutcome) -> bool:
-    """Append ``record`` (an outcome with its ``job`` and ``attempt``) to this process's file.
+def append(run_dir: str, record: LogRecord) -> bool:
+    """Append ``record`` (an outcome or a start, with its ``job`` and ``attempt``) to this
+    process's file.
 
     Returns ``False`` when the run directory cannot be written (no shared
     filesystem): the outcome then travels only with the bundle's result. Never raises
@@ -69,9 +75,9 @@ class OutcomeReader:
         self.directory = os.path.join(os.fspath(run_dir), DIRECTORY)
         self._offsets: dict[str, int] = {}
 
-    def read_new(self) -> list[LoggedOutcome]:
-        """Every complete record written since the previous call."""
-        records: list[LoggedOutcome] = []
+    def read_new(self) -> list[LogRecord]:
+        """Every complete record written since the previous call, starts and outcomes."""
+        records: list[LogRecord] = []
         try:
             entries = list(os.scandir(self.directory))
         except OSError:  # no job has finished yet (or no shared filesystem)
@@ -95,15 +101,20 @@ class OutcomeReader:
 
 
 def read_all(run_dir: str | os.PathLike) -> list[LoggedOutcome]:
-    """Every complete record in a run directory (for a restart or a cancel)."""
-    return OutcomeReader(run_dir).read_new()
+    """Every complete outcome in a run directory (for a restart or a cancel); start
+    records are left out."""
+    return [
+        cast(LoggedOutcome, record)
+        for record in OutcomeReader(run_dir).read_new()
+        if not is_start(record)
+    ]
 
 
-def _parse(data: bytes) -> Iterator[LoggedOutcome]:
+def _parse(data: bytes) -> Iterator[LogRecord]:
     for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:  # a torn line (a node that crashed mid-write): skip it
             continue
         if isinstance(record, dict) and "job" in record and "attempt" in record:
-            yield cast(LoggedOutcome, record)  # what a worker of this run wrote
+            yield cast(LogRecord, record)  # what a worker of this run wrote

@@ -4,11 +4,11 @@
 'use strict';
 
 const REFRESH_MS = Number(document.querySelector('meta[name="pilot-refresh"]').content) * 1000;
-const STATES = ['pending', 'ready', 'running', 'succeeded', 'failed', 'blocked', 'cancelled'];
+const STATES = ['pending', 'ready', 'queued', 'running', 'succeeded', 'failed', 'blocked', 'cancelled'];
 // Mirrors executor/report/palette.py: done = final = FINAL_STATES, and a bar has one
 // segment per BAR_STATES state (colours in pilot.css), never one green "done".
 const FINAL_STATES = ['succeeded', 'failed', 'blocked', 'cancelled'];
-const BAR_STATES = [...FINAL_STATES, 'running'];
+const BAR_STATES = [...FINAL_STATES, 'running', 'queued'];
 const FIGURES = [
   ['gantt', 'Timeline: jobs per pilot'],
   ['busy', 'Running jobs and live pilots'],
@@ -172,7 +172,7 @@ async function showRun(id) {
   const p = run.progress;
   document.getElementById('facts').replaceChildren(
     `owner ${run.owner} · host ${run.host} · site ${run.site} · started `
-    + `${age(run.created, run.now)} · ${p.done}/${p.total} done, ${p.running} running`,
+    + `${age(run.created, run.now)} · ${p.done}/${p.total} done, ${p.running} running, ${p.queued || 0} queued`,
     run.message ? el('span', {}, ` · note: ${run.message}`) : '');
   document.getElementById('label-slot').replaceChildren(labelTable(run.labels));
   document.getElementById('pilot-slot').replaceChildren(pilotTable(run));
