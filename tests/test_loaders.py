@@ -331,7 +331,7 @@ def test_unknown_top_level_key_without_a_close_match_lists_valid_keys(tmp_path):
     path = write(tmp_path, "zzzz: 1\njobs: [{name: a, command: 'true'}]\n")
     assert problems_of(path) == [
         f"{path}: unknown key 'zzzz'; valid keys: name, description, defaults, workdir, jobs, "
-        "cluster_by, cluster_max, code, code_limit"
+        "cluster_by, cluster_max, max_running, code, code_limit"
     ]
 
 

@@ -45,8 +45,9 @@ def validate(
     collapse: bool,
 ) -> None:
     """Check WORKFLOW without running it: jobs per label, roots, leaves, longest chain,
-    which pool of the site each label's jobs go to, and the code that would be
-    shipped (`code:` and --ship: its files, size and sha256).
+    which pool of the site each label's jobs go to, the labels' throttles
+    (`max_running:`), and the code that would be shipped (`code:` and --ship: its
+    files, size and sha256).
 
     Exits 2 and lists every problem (file, line, job, field, and how to fix it)
     when the workflow is invalid or a job fits no pool of the site.
@@ -94,6 +95,7 @@ def validate(
         "workdir": str(graph.workdir) if graph.workdir else None,
         "site": site_config.name,
         "pools": {label: dict(counts) for label, counts in pools_by_label.items()},
+        "max_running": dict(graph.max_running),
         "code": None
         if shipment is None
         else {
@@ -112,9 +114,13 @@ def validate(
     table.add_column("label")
     table.add_column("jobs", justify="right")
     table.add_column(f"pools of site {site_config.name}")
+    throttles = graph.max_running
+    if throttles:
+        table.add_column("max_running", justify="right")
     for label, n in graph.labels().items():
         pools = ", ".join(f"{pool}: {k}" for pool, k in pools_by_label[label].items())
-        table.add_row(Text(label), str(n), Text(pools))
+        limit = [str(throttles.get(label, "-"))] if throttles else []
+        table.add_row(Text(label), str(n), Text(pools), *limit)
     out = console()
     out.print(table)
     shown = " -> ".join(chain if len(chain) <= 8 else [*chain[:4], "...", *chain[-3:]])

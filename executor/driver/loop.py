@@ -15,19 +15,27 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from executor.driver.bundles import BundlesInFlight
 from executor.driver.context import RunContext, job_spec
 from executor.driver.delivery import code_never_arrived, plan_delivery
 from executor.driver.parsl_session import (
     ParslSession,
-    interchange_dead,
     outcomes_of,
-    terminal_signals_blocked,
+    worker_lost,
 )
 from executor.driver.pilots import PilotTracker
+from executor.driver.scaling import start_pilots
 from executor.driver.shown import ShownStates
 from executor.errors import SiteError
 from executor.model.graph import JobGraph
 from executor.model.states import FailureClass, JobState, RunState
+from executor.policy.crashes import (
+    BYSTANDER_DETAIL,
+    SUSPECT_DETAIL,
+    LostBundle,
+    alone_note,
+    triage_lost_bundle,
+)
 from executor.policy.packing import (
     PackingPolicy,
     RuntimeEstimates,
@@ -37,9 +45,7 @@ from executor.policy.packing import (
 )
 from executor.policy.pools import PoolConfig, misfit_message, select_pool
 from executor.policy.retrying import RetryState, decide
-from executor.policy.scaling import blocks_to_start
 from executor.policy.schedule import Schedule
-from executor.shipping.runtime import bootstrap_call
 from executor.sites.base import SiteConfig
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
@@ -108,18 +114,17 @@ class Driver:
         self._attempts = dict(attempts_so_far or {})
         self._retry: dict[str, RetryState] = {}
         self._in_flight: dict[str, tuple[int, str]] = {}  # job -> (attempt, pool) in Parsl
-        # bundle id -> pool, jobs (name, attempt), their specs: all a resend needs
-        self._bundles: dict[int, tuple[str, list[tuple[str, int]], list[JobSpec]]] = {}
-        self._resends: dict[int, int] = {}  # bundle id -> times sent again for missing code
-        self._delivery, self._runtime_package = plan_delivery(
-            site, context.shipment, context.run_dir
-        )
-        self._next_bundle = 0
+        # Jobs that crashed a worker they ran in: from now on, alone and in their own process.
+        self._alone: set[str] = set()
         self._estimates = RuntimeEstimates(estimates)
         self._packing = PackingPolicy(
             target_seconds=site.packing_target, max_jobs=site.packing_max_jobs
         )
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        delivery, runtime_package = plan_delivery(site, context.shipment, context.run_dir)
+        self._bundles = BundlesInFlight(
+            [p.name for p in site.pools], self._done, delivery, runtime_package
+        )
         # Jobs that finished inside bundles still running (on a shared filesystem). What a
         # previous driver of this run left there was read by the restart: skip it.
         self._outcomes = OutcomeReader(context.run_dir) if site.shared_filesystem else None
@@ -129,7 +134,6 @@ class Driver:
         self._abort: str | None = None  # why the run is being aborted (abort_on_exit)
         # Bundles each pool may hold at once (the packing policy's bundle slots).
         self._capacity = {p.name: bundle_slots(site.workers(p), p.max_blocks) for p in site.pools}
-        self._load = dict.fromkeys(self._capacity, 0)
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
         # What the store says, and so what progress shows: every unfinished job is
         # pending until run() records the initially ready ones.
@@ -137,7 +141,6 @@ class Driver:
         self.counts = self._shown.counts
         self._session = session  # Parsl, if the caller started it already
         self._dfk: Any = None
-        self._apps: dict[str, Any] = {}
         self._executors: dict[str, Any] = {}
         self._pilots: PilotTracker | None = None
 
@@ -160,7 +163,7 @@ class Driver:
             self._session.start()
         self._dfk = self._session.dfk
         self._executors = self._session.executors
-        self._apps = self._session.apps
+        self._bundles.connect(self._session.apps)
         self._pilots = PilotTracker(
             self.recorder.store, self.context.run_id, list(self._executors.values())
         )
@@ -173,24 +176,12 @@ class Driver:
         self._dfk = None
 
     def _parsl_broken(self) -> bool:
-        return self._dfk is not None and any(
-            interchange_dead(e) for e in self._dfk.executors.values()
-        )
+        return self._session is not None and self._session.broken()
 
     def check_parsl(self) -> None:
         """Raise :class:`SiteError` if a pool can no longer run anything."""
-        for executor in self._dfk.executors.values() if self._dfk else ():
-            if getattr(executor, "bad_state_is_set", False):
-                raise SiteError(
-                    f"pool {executor.label!r} cannot start pilots: {executor.executor_exception}; "
-                    f"see {self.context.run_dir / 'parsl'}, fix the site, then `pilot restart`"
-                )
-            if interchange_dead(executor):
-                code = executor.interchange_proc.returncode
-                raise SiteError(
-                    f"Parsl's interchange for pool {executor.label!r} exited (code {code}); "
-                    f"see {self.context.run_dir / 'parsl'} for its log, then `pilot restart`"
-                )
+        if self._session is not None:
+            self._session.check()
 
     # -- the loop -------------------------------------------------------------------
     @property
@@ -216,7 +207,10 @@ class Driver:
             # The first bundles reach Parsl before this first commit (tens of thousands
             # of ready jobs after a restart take a while to write): workers start sooner.
             self._commit()
-            self._scale()
+            demand = {
+                pool: self._bundles.load[pool] + self._waiting[pool] for pool in self._bundles.load
+            }
+            start_pilots(self.site, self._executors, demand)
             if self._pilots is not None:
                 self._pilots.poll()
             self._collect(timeout=OUTCOME_POLL_SECONDS if self._bundles else HEARTBEAT_INTERVAL)
@@ -263,16 +257,31 @@ class Driver:
 
     def _submit_ready(self) -> None:
         """Hand Parsl the bundles the packing policy plans for the ready jobs; requeue the rest."""
-        if not self.schedule.ready_count or not any(free_room(self._capacity, self._load).values()):
+        if not self.schedule.ready_count or not any(
+            free_room(self._capacity, self._bundles.load).values()
+        ):
             return
         clustering = self.graph.clustering
         ready = []  # ReadyJob fields, as plain tuples: thousands of them a round
+        alone = []
         for name in self.schedule.pop_ready(self.schedule.ready_count):
             job = self.graph[name]
+            if name in self._alone:
+                alone.append((name, self._pool_for(name)))
+                continue
             key = clustering.key(job) if clustering is not None else None
             ready.append((name, job.label, self._pool_for(name).name, key))
+        # A crash suspect takes a bundle of its own (crashes.py), before anything else.
+        room, left = free_room(self._capacity, self._bundles.load), []
+        for name, own_pool in alone:
+            if room[own_pool.name] > 0:
+                room[own_pool.name] -= 1
+                self._submit_bundle(own_pool, [name])
+            else:
+                left.append(name)
+        self.schedule.put_back(left)
         plan = plan_submission(
-            ready, slots=self._capacity, in_flight=self._load,
+            ready, slots=self._capacity, in_flight=self._bundles.load,
             estimates=self._estimates.as_mapping(), policy=self._packing,
             cluster_max=clustering.max_size if clustering is not None else None,
         )  # fmt: skip
@@ -283,8 +292,6 @@ class Driver:
         self.schedule.put_back(plan.put_back)
 
     def _submit_bundle(self, pool: PoolConfig, names: list[str]) -> None:
-        bundle_id = self._next_bundle
-        self._next_bundle += 1
         specs, members = [], []
         now = time.time()
         for name in names:
@@ -298,51 +305,13 @@ class Driver:
                 self.graph[name], self.context, attempt, memory, self.site.memory_tolerance,
                 shared_filesystem=self.site.shared_filesystem,
             )  # fmt: skip
+            spec["in_process"] = spec["in_process"] and name not in self._alone
             self.recorder.attempt_submitted(
                 name, attempt, now, pool=pool.name, memory=memory,
                 stdout=spec["stdout"], stderr=spec["stderr"],
             )  # fmt: skip
             specs.append(spec)
-        self._bundles[bundle_id] = (pool.name, members, specs)
-        self._load[pool.name] += 1
-        code = self._delivery.payload(pool.name) if self._delivery else None
-        self._send(bundle_id, pool.name, specs, code)
-
-    def _send(self, bundle_id: int, pool: str, specs: list[JobSpec], code: list | None) -> None:
-        app = self._apps[pool]
-        if self._runtime_package is not None:
-            future = app(*bootstrap_call(specs, code or [], self._runtime_package))
-        elif code:
-            future = app(specs, code)
-        else:
-            future = app(specs)
-        future.add_done_callback(lambda f, b=bundle_id: self._done.put((b, f)))
-
-    def _resend_for_code(self, bundle_id: int, missing: dict[str, list[int]]) -> bool:
-        """Send a bundle again with the code its node lacks; ``False`` once that is futile."""
-        assert self._delivery is not None
-        rounds = self._resends.get(bundle_id, 0) + 1
-        if rounds > self._delivery.rounds_allowed:
-            return False
-        self._resends[bundle_id] = rounds
-        pool, _, specs = self._bundles[bundle_id]
-        self._send(bundle_id, pool, specs, self._delivery.for_missing(missing))
-        return True
-
-    def _scale(self) -> None:
-        """Start pilots for pools whose work outgrows their running pilots."""
-        for pool in self.site.pools:
-            executor = self._executors[pool.name]
-            active = sum(1 for status in executor.status_facade.values() if not status.terminal)
-            wanted = blocks_to_start(
-                demand=self._load[pool.name] + self._waiting[pool.name],
-                active_blocks=active,
-                workers=self.site.workers(pool),
-                pool=pool,
-            )
-            if wanted:
-                with terminal_signals_blocked():
-                    executor.scale_out_facade(wanted)
+        self._bundles.send(pool.name, members, specs)
 
     def _collect(self, timeout: float) -> None:
         """Wait for a finished bundle (or a wake-up, or ``timeout``), then settle every job
@@ -392,23 +361,44 @@ class Driver:
 
     def _settle(self, bundle_id: int, future: Any) -> None:
         """Record each job of a finished bundle on its own."""
-        if bundle_id not in self._bundles:
+        bundle = self._bundles.get(bundle_id)
+        if bundle is None:
             return  # already given up on during a cancel
-        pool, members, _ = self._bundles[bundle_id]
+        members, specs = bundle.members, bundle.specs
         outcomes = outcomes_of(future, len(members))
         if isinstance(outcomes, dict):  # the node lacks shipped code: send it, same attempts
-            if self._resend_for_code(bundle_id, outcomes["code_missing"]):
+            if self._bundles.resend_for_code(bundle_id, outcomes["code_missing"]):
                 return
             outcomes = [code_never_arrived(outcomes["code_missing"]) for _ in members]
-        del self._bundles[bundle_id]
-        self._resends.pop(bundle_id, None)
-        self._load[pool] -= 1
+        self._bundles.finish(bundle_id)
+        unreported = [n for n, a in members if self._in_flight.get(n, (None,))[0] == a]
+        lost = self._triage(unreported, specs) if worker_lost(future) else LostBundle()
         for (name, attempt), outcome in zip(members, outcomes, strict=True):
             if self._in_flight.get(name, (None,))[0] == attempt:
                 del self._in_flight[name]
-                self._settle_job(name, attempt, outcome)
+                if name in lost.suspects:
+                    self._alone.add(name)
+                    self._settle_job(name, attempt, outcome, uncounted=SUSPECT_DETAIL)
+                elif name in lost.bystanders:
+                    self._settle_job(name, attempt, outcome, uncounted=BYSTANDER_DETAIL)
+                else:
+                    self._settle_job(name, attempt, outcome)
 
-    def _settle_job(self, name: str, attempt: int, outcome: Outcome) -> None:
+    def _triage(self, unreported: list[str], specs: list[JobSpec]) -> LostBundle:
+        """Which jobs of a bundle whose worker died may have killed it (crashes.py)."""
+        in_worker = {spec["job"] for spec in specs if spec.get("in_process")}
+        return triage_lost_bundle(
+            unreported, worker_lost=True, in_worker=in_worker.__contains__,
+            started=self._shown.started if self._outcomes is not None else None,
+        )  # fmt: skip
+
+    def _settle_job(
+        self, name: str, attempt: int, outcome: Outcome, *, uncounted: str | None = None
+    ) -> None:
+        """Record an attempt's outcome and what follows; ``uncounted``: run it again, using
+        nothing, for this reason."""
+        if name in self._alone and _the_jobs_own(outcome) and not uncounted:
+            outcome = {**outcome, "message": alone_note(outcome.get("message") or "")}
         self.recorder.attempt_finished(name, attempt, outcome)
         if outcome["state"] == "succeeded":
             start, end = outcome.get("start"), outcome.get("end")
@@ -421,6 +411,11 @@ class Driver:
         if outcome["failure_class"] == FailureClass.CANCELLED.value or self._cancel.is_set():
             self.schedule.cancel(name)
             self._record(name, JobState.CANCELLED)
+            return
+        if uncounted:
+            logger.info("job %s attempt %d was lost: %s", name, attempt, uncounted)
+            self.schedule.requeue(name)
+            self._record(name, JobState.READY, detail=uncounted)
             return
         decision = decide(
             self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
@@ -450,9 +445,7 @@ class Driver:
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
         while self._in_flight and time.monotonic() < deadline and not self._parsl_broken():
             self._collect(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
-        self._bundles.clear()
-        self._resends.clear()
-        self._load = dict.fromkeys(self._capacity, 0)
+        self._bundles.forget_all()
         for name, (attempt, _) in list(self._in_flight.items()):
             del self._in_flight[name]
             unreported = failed(
@@ -479,3 +472,13 @@ class Driver:
     def _report_progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress({label: dict(c) for label, c in self.counts.items()})
+
+
+def _the_jobs_own(outcome: Outcome) -> bool:
+    """Whether a failed attempt's outcome is the job's own doing, not its pilot's or a cancel's."""
+    failure = outcome["failure_class"]
+    return (
+        failure is not None
+        and failure != FailureClass.CANCELLED.value
+        and not (FailureClass(failure).transient)
+    )

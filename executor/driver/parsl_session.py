@@ -94,6 +94,15 @@ def outcomes_of(future: Any, jobs: int) -> list[Outcome] | CodeMissing:
         return [outcome.copy() for _ in range(jobs)]
 
 
+def worker_lost(future: Any) -> bool:
+    """Whether a finished bundle failed because its worker process died (Parsl's
+    ``WorkerLost``) while its pilot lived on: a job inside it may have crashed it."""
+    try:
+        return type(future.exception(timeout=0)).__name__ == "WorkerLost"
+    except BaseException:  # cancelled, or not done: no worker to blame
+        return False
+
+
 # Parsl logs to these (exceptions from future callbacks go to concurrent.futures).
 _PARSL_LOGGERS = ("parsl", "concurrent.futures")
 
@@ -164,6 +173,28 @@ class ParslSession:
             for label in self.executors
         }
         return self
+
+    def broken(self) -> bool:
+        """Whether an interchange died (nothing can reach the pilots any more)."""
+        return self.dfk is not None and any(interchange_dead(e) for e in self.executors.values())
+
+    def check(self) -> None:
+        """Raise :class:`SiteError` if a pool can no longer run anything."""
+        from executor.errors import SiteError
+
+        parsl_dir = self.run_dir / "parsl"
+        for executor in self.executors.values() if self.dfk is not None else ():
+            if getattr(executor, "bad_state_is_set", False):
+                raise SiteError(
+                    f"pool {executor.label!r} cannot start pilots: {executor.executor_exception}; "
+                    f"see {parsl_dir}, fix the site, then `pilot restart`"
+                )
+            if interchange_dead(executor):
+                code = executor.interchange_proc.returncode
+                raise SiteError(
+                    f"Parsl's interchange for pool {executor.label!r} exited (code {code}); "
+                    f"see {parsl_dir} for its log, then `pilot restart`"
+                )
 
     def stop(self) -> None:
         if self.dfk is not None:

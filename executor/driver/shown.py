@@ -74,6 +74,10 @@ class ShownStates:
         self._started.add(name)
         return True
 
+    def started(self, name: str) -> bool:
+        """Whether running job ``name``'s current attempt has started on a worker."""
+        return name in self._started
+
     def _shown(self, name: str) -> str:
         state = self._state[name]
         if state is JobState.RUNNING and name not in self._started:

@@ -26,12 +26,13 @@ from executor.model.graph import (
     _graph_problems,
     check_job,
     default_label,
+    max_running_problems,
 )
 from executor.model.units import parse_duration, parse_memory
 
 WORKFLOW_KEYS = (
     "name", "description", "defaults", "workdir", "jobs", "cluster_by", "cluster_max",
-    "code", "code_limit",
+    "max_running", "code", "code_limit",
 )  # fmt: skip
 JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
@@ -99,13 +100,15 @@ def graph_from_dict(
         job, job_problems = _job_from_mapping(raw, defaults)
         problems += [f"{place}: job {job_name!r}: {p}" for p in job_problems]
         jobs.append(job)
+    max_running, limit_problems = _max_running(data, source, {job.label for job in jobs})
+    problems += limit_problems
     if problems:
         # Report the graph's own problems (names, edges) with these, not on the next try.
         problems += _graph_problems(jobs, source, where)
         raise GraphError(f"{len(problems)} problem(s) in {source}", problems)
     return JobGraph(
         str(name), jobs, workdir=workdir, source=source, where=where, clustering=clustering,
-        code=code, code_limit=code_limit,
+        code=code, code_limit=code_limit, max_running=max_running,
     )  # fmt: skip
 
 
@@ -182,6 +185,25 @@ def _clustering(data: Mapping[str, Any], source: str) -> tuple[Clustering | None
     if problems:
         return None, problems
     return Clustering(by=by, max_size=size), []
+
+
+def _max_running(
+    data: Mapping[str, Any], source: str, labels: set[str]
+) -> tuple[dict[str, int], list[str]]:
+    """``max_running:`` (at most N jobs of a label handed to pilots at once), checked."""
+    raw = data.get("max_running")
+    if raw is None:
+        return {}, []
+    line = getattr(raw, "line", 0)
+    place = f"{source}:{line}" if line else source
+    if not isinstance(raw, Mapping):
+        return {}, [
+            f"{place}: max_running: must be a mapping of label to a number of jobs, "
+            f"e.g. max_running: {{ingest: 2}}; not {type(raw).__name__} {raw!r}"
+        ]
+    limits = {str(label): limit for label, limit in raw.items()}
+    problems = [f"{place}: {p}" for p in max_running_problems(limits, labels)]
+    return ({} if problems else limits), problems
 
 
 def _workdir(value: object, base_dir: Path | None) -> Path | None:
@@ -306,6 +328,8 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
     if graph.clustering is not None:
         data["cluster_by"] = graph.clustering.by
         data["cluster_max"] = graph.clustering.max_size
+    if graph.max_running:
+        data["max_running"] = dict(graph.max_running)
     if graph.code:
         data["code"] = [str(path) for path in graph.code]
     if graph.code_limit is not None:
@@ -347,6 +371,7 @@ def graph_from_saved(
     return JobGraph(
         str(data["name"]), jobs, workdir=workdir, source=source, trusted=True,
         clustering=clustering, code=[Path(p) for p in data.get("code", ())],
+        max_running=data.get("max_running"),
     )  # fmt: skip
 
 

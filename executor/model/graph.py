@@ -137,6 +137,29 @@ def check_job(job: Job) -> list[str]:
     return problems
 
 
+def max_running_problems(limits: Mapping[str, object], labels: Iterable[str]) -> list[str]:
+    """Problems of a workflow's ``max_running`` (label -> jobs out at once), as strings."""
+    known = sorted(set(labels))
+    problems = []
+    for label, limit in limits.items():
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            problems.append(
+                f"max_running: {label}: {limit!r} must be a whole number of at least 1 "
+                f"(jobs of label {label!r} running at once), e.g. max_running: {{{label}: 2}}"
+            )
+        if label not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(label), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            shown = ", ".join(known[:10]) + (f", ... ({len(known)} in all)" if known[10:] else "")
+            problems.append(
+                f"max_running: no job has label {label!r}; {hint}throttle one of the "
+                f"workflow's labels ({shown or 'none'}) or remove it"
+            )
+    return problems
+
+
 class JobGraph:
     """An immutable, validated directed acyclic graph of jobs.
 
@@ -153,6 +176,9 @@ class JobGraph:
     code
         Directories and files shipped to the workers (the workflow's ``code:``),
         absolute; ``code_limit`` caps their total size in bytes.
+    max_running
+        Throttles: at most this many jobs of a label handed to pilots at once (the
+        workflow's ``max_running``); labels not in it are not limited.
     trusted
         The jobs come from a graph pilot validated and saved itself (a run's
         ``workflow.json``): skip the checks, so a 200,000-job restart starts fast.
@@ -170,6 +196,7 @@ class JobGraph:
         clustering: Clustering | None = None,
         code: Iterable[Path] = (),
         code_limit: int | None = None,
+        max_running: Mapping[str, int] | None = None,
     ):
         self.name = name
         self.workdir = workdir
@@ -177,9 +204,14 @@ class JobGraph:
         self.code_limit = code_limit
         self.source = source
         self.clustering = clustering
+        self.max_running: Mapping[str, int] = MappingProxyType(dict(max_running or {}))
         job_list = list(jobs)
         where = where or {}
         problems = [] if trusted else _graph_problems(job_list, source, where)
+        if self.max_running and not trusted:
+            prefix = f"{source}: " if source else ""
+            labels = (job.label for job in job_list)
+            problems += [f"{prefix}{p}" for p in max_running_problems(self.max_running, labels)]
         if problems:
             raise GraphError(f"{len(problems)} problem(s) in workflow {source or name!r}", problems)
         self._jobs: dict[str, Job] = {job.name: job for job in job_list}

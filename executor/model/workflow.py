@@ -21,7 +21,9 @@ class Workflow:
 
     Jobs take the same fields as in a workflow file (``label``, ``cores``, ``memory``
     like ``"4GB"``, ``walltime`` like ``"30m"``, ``retries``, ``environment``), and are
-    validated with the same messages.
+    validated with the same messages. ``max_running`` throttles labels like the
+    workflow file's key: ``Workflow("w", max_running={"ingest": 2})`` hands at most two
+    ``ingest`` jobs to pilots at once.
     """
 
     def __init__(
@@ -31,12 +33,14 @@ class Workflow:
         defaults: Mapping[str, Any] | None = None,
         workdir: str | Path | None = None,
         code: Iterable[str | Path] = (),
+        max_running: Mapping[str, int] | None = None,
     ):
         self.name = name
         # Shipped to the workers like a workflow file's `code:` (relative to the cwd).
         self.code = [str(Path(path).resolve()) for path in code]
         self.defaults = dict(defaults or {})
         self.workdir = Path(workdir).resolve() if workdir is not None else None
+        self.max_running = dict(max_running or {})
         self._jobs: list[dict[str, Any]] = []
 
     def shell(
@@ -73,4 +77,6 @@ class Workflow:
             data["workdir"] = str(self.workdir)
         if self.code:
             data["code"] = self.code
+        if self.max_running:
+            data["max_running"] = self.max_running
         return graph_from_dict(data, source=f"workflow {self.name!r}")

@@ -4,6 +4,17 @@ The driver owns one :class:`Schedule` per run. It asks for ready jobs a few at a
 time (never the whole graph up front) and reports outcomes; the schedule answers
 with the jobs that became ready or blocked. Among ready jobs, those with the longest
 chain of work below them go first, so long chains are not left for the end.
+
+A label with a throttle (the workflow's ``max_running: {ingest: 2}``) never has more
+than that many jobs out with the driver at once: taken by :meth:`Schedule.pop_ready`
+and not yet returned (:meth:`~Schedule.put_back`, :meth:`~Schedule.requeue`) or
+finished (:meth:`~Schedule.succeed`, :meth:`~Schedule.fail`, :meth:`~Schedule.cancel`).
+Each throttled label *admits* at most its limit of jobs into the ready heap, counting
+those out; its other ready jobs are *held* in a heap of their own (still ``ready``,
+in rank order), and the best of them is admitted each time one of the label's jobs
+leaves. So every job in the ready heap can be handed out as it is, and a label with
+100,000 held jobs costs nothing per round. (A job that becomes ready while its label is
+full waits behind the label's jobs admitted before it, whatever their ranks.)
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ from collections.abc import Iterable
 from executor.model.graph import JobGraph
 from executor.model.states import JobState
 
+_Entry = tuple[tuple[int, int], str]  # (rank, name): the best rank is the smallest
+
 
 class Schedule:
     """Tracks job states as a run progresses.
@@ -23,7 +36,8 @@ class Schedule:
     graph
         The jobs still to run. A restart's graph holds only the unfinished jobs, without
         the edges from those that succeeded
-        (:func:`executor.formats.native.graph_from_saved` with ``keep``).
+        (:func:`executor.formats.native.graph_from_saved` with ``keep``). Its
+        ``max_running`` throttles labels (see the module's docstring).
     """
 
     def __init__(self, graph: JobGraph):
@@ -32,31 +46,88 @@ class Schedule:
         depth = graph.depths()
         self._rank = {name: (-depth[name], i) for i, name in enumerate(graph.names)}
         self._waiting: dict[str, int] = {}
-        self._ready: list[tuple[tuple[int, int], str]] = []
+        self._ready: list[_Entry] = []
+        # Per throttled label: its limit, its jobs admitted (in the ready heap or out
+        # with the driver), and its ready jobs held back; the label of each of its jobs.
+        self._limit: dict[str, int] = dict(graph.max_running)
+        self._admitted = dict.fromkeys(self._limit, 0)
+        self._held: dict[str, list[_Entry]] = {label: [] for label in self._limit}
+        self._throttled = {job.name: job.label for job in graph if job.label in self._limit}
         # Jobs still pending, ready or running; the run is over when none are left.
         self.unfinished = len(self.state)
+        roots = []
         for job in graph:
             parents = set(job.after)
             self._waiting[job.name] = len(parents)
             if not parents:
-                self._push(job.name)
+                roots.append(job.name)
+        if self._throttled:  # a full label admits its best-ranked jobs, not its first
+            roots.sort(key=self._rank.__getitem__)
+        for name in roots:
+            self._push(name)
 
     def _push(self, name: str) -> None:
+        """``name`` became ready: into the ready heap, or held if its label is full."""
         self.state[name] = JobState.READY
-        heapq.heappush(self._ready, (self._rank[name], name))
+        label = self._throttled.get(name)
+        if label is None:
+            heapq.heappush(self._ready, (self._rank[name], name))
+        elif self._admitted[label] < self._limit[label]:
+            self._admitted[label] += 1
+            heapq.heappush(self._ready, (self._rank[name], name))
+        else:
+            heapq.heappush(self._held[label], (self._rank[name], name))
+
+    def _leave(self, name: str) -> None:
+        """A job that was out (running) is out no longer: admit the best held job."""
+        label = self._throttled.get(name)
+        if label is None:
+            return
+        self._admitted[label] -= 1
+        held = self._held[label]
+        if held:
+            self._admitted[label] += 1
+            heapq.heappush(self._ready, heapq.heappop(held))
+
+    def _return(self, name: str) -> None:
+        """A job that was out is ready again; a better-ranked held job may go first."""
+        self.state[name] = JobState.READY
+        label = self._throttled.get(name)
+        if label is None:
+            heapq.heappush(self._ready, (self._rank[name], name))
+            return
+        heapq.heappush(self._held[label], (self._rank[name], name))
+        self._leave(name)
 
     @property
     def ready_count(self) -> int:
+        """Ready jobs that :meth:`pop_ready` would hand out now.
+
+        Jobs held back by ``max_running`` (:attr:`held_count`) are ready too, but not
+        counted: with only held jobs left the driver has nothing to submit, and no pool
+        grows for work that may not run yet.
+        """
         return len(self._ready)
 
+    @property
+    def held_count(self) -> int:
+        """Ready jobs held back because their label has ``max_running`` jobs out."""
+        return sum(len(held) for held in self._held.values())
+
+    def held(self) -> dict[str, int]:
+        """Jobs held back per throttled label."""
+        return {label: len(held) for label, held in self._held.items()}
+
     def initially_ready(self) -> list[str]:
-        """Jobs that are ready before anything has run (to record their state)."""
-        return [name for _, name in self._ready]
+        """Jobs that are ready before anything has run (to record their state), held or not."""
+        held = [name for entries in self._held.values() for _, name in entries]
+        return [name for _, name in self._ready] + held
 
     def pop_ready(self, limit: int) -> list[str]:
         """Take up to ``limit`` ready jobs, most important first; they are now running.
 
-        Those the driver cannot hand out yet go back with :meth:`put_back`.
+        Those the driver cannot hand out yet go back with :meth:`put_back`. No job of
+        a label with ``max_running`` jobs out is ever taken.
         """
         taken: list[str] = []
         while self._ready and len(taken) < limit:
@@ -67,18 +138,27 @@ class Schedule:
 
     def requeue(self, name: str) -> None:
         """Put a running job back in the ready queue (it will be retried)."""
-        self._push(name)
+        self._return(name)
 
     def put_back(self, names: Iterable[str]) -> None:
         """Return jobs taken with :meth:`pop_ready` but not handed out to the ready queue."""
+        if self._throttled:
+            for name in names:
+                self._return(name)
+            return
         state, ready, rank = self.state, self._ready, self._rank
         for name in names:  # thousands a round while the pools are full: kept tight
             state[name] = JobState.READY
             heapq.heappush(ready, (rank[name], name))
 
+    def _finish(self, name: str, state: JobState) -> None:
+        if self.state[name] is JobState.RUNNING:
+            self._leave(name)
+        self.state[name] = state
+
     def succeed(self, name: str) -> list[str]:
         """Record a success; return the children that became ready."""
-        self.state[name] = JobState.SUCCEEDED
+        self._finish(name, JobState.SUCCEEDED)
         self.unfinished -= 1
         ready = []
         for child in set(self.graph.children(name)):
@@ -92,7 +172,7 @@ class Schedule:
 
     def fail(self, name: str) -> list[str]:
         """Record a final failure; return the descendants that are now blocked."""
-        self.state[name] = JobState.FAILED
+        self._finish(name, JobState.FAILED)
         blocked = []
         for descendant in self.graph.descendants(name):
             if self.state[descendant] is JobState.PENDING:
@@ -110,12 +190,18 @@ class Schedule:
         for name in cancelled:
             self.state[name] = JobState.CANCELLED
         self._ready.clear()
+        for label, held in self._held.items():
+            held.clear()
+            self._admitted[label] = 0
+        for name, label in self._throttled.items():  # those still out stay admitted
+            if self.state[name] is JobState.RUNNING:
+                self._admitted[label] += 1
         self.unfinished -= len(cancelled)
         return cancelled
 
     def cancel(self, name: str) -> None:
         """Record that a running job was stopped by a cancel."""
-        self.state[name] = JobState.CANCELLED
+        self._finish(name, JobState.CANCELLED)
         self.unfinished -= 1
 
     @property
