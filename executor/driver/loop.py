@@ -371,8 +371,8 @@ class Driver:
                 return
             outcomes = [code_never_arrived(outcomes["code_missing"]) for _ in members]
         self._bundles.finish(bundle_id)
-        unreported = [n for n, a in members if self._in_flight.get(n, (None,))[0] == a]
-        lost = self._triage(unreported, specs) if worker_lost(future) else LostBundle()
+        # Only a lost worker needs triage: the common case costs one check, no list.
+        lost = self._triage(members, specs) if worker_lost(future) else LostBundle()
         for (name, attempt), outcome in zip(members, outcomes, strict=True):
             if self._in_flight.get(name, (None,))[0] == attempt:
                 del self._in_flight[name]
@@ -384,8 +384,9 @@ class Driver:
                 else:
                     self._settle_job(name, attempt, outcome)
 
-    def _triage(self, unreported: list[str], specs: list[JobSpec]) -> LostBundle:
+    def _triage(self, members: list[tuple[str, int]], specs: list[JobSpec]) -> LostBundle:
         """Which jobs of a bundle whose worker died may have killed it (crashes.py)."""
+        unreported = [n for n, a in members if self._in_flight.get(n, (None,))[0] == a]
         in_worker = {spec["job"] for spec in specs if spec.get("in_process")}
         return triage_lost_bundle(
             unreported, worker_lost=True, in_worker=in_worker.__contains__,
