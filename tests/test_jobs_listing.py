@@ -105,7 +105,7 @@ def test_jobs_json_names_the_failed_ancestor_of_each_blocked_job(seeded: Path) -
     assert jobs["job-2"] | {"stderr": None, "host": None} == {
         "job": "job-2", "label": "sim", "state": "failed", "attempts": 1, "exit_code": 3,
         "signal": None, "failure_class": "exit_code", "runtime": 3.0, "peak_rss_mb": None,
-        "host": None, "blocked_by": None, "stdout": None, "stderr": None,
+        "host": None, "blocked_by": None, "stdout": None, "stderr": None, "error_type": None,
     }  # fmt: skip
     assert jobs["job-2"]["stderr"].endswith("attempt-1.err")
     assert jobs["job-4"]["attempts"] == 0 and jobs["job-4"]["runtime"] is None
@@ -133,7 +133,7 @@ def test_report_tsv_has_one_row_per_attempt(seeded: Path) -> None:
     assert header.split("\t") == [
         "job", "attempt", "label", "state", "failure_class", "exit_code", "signal", "submitted",
         "start", "end", "runtime", "peak_rss_mb", "cpu_seconds", "memory_mb", "pool", "host",
-        "block_id", "batch_job_id", "stdout", "stderr",
+        "block_id", "batch_job_id", "stdout", "stderr", "error_type",
     ]  # fmt: skip
     cells = [dict(zip(header.split("\t"), row.split("\t"), strict=True)) for row in rows]
     assert [(c["job"], c["attempt"]) for c in cells] == [

@@ -265,7 +265,8 @@ def report(
     With --tsv, prints one row per attempt instead, like Nextflow's trace file: job,
     attempt, label, state, failure_class, exit_code, signal, submitted, start, end
     (seconds since the epoch), runtime (seconds), peak_rss_mb, cpu_seconds,
-    memory_mb (requested), pool, host, block_id, batch_job_id, stdout, stderr.
+    memory_mb (requested), pool, host, block_id, batch_job_id, stdout, stderr,
+    error_type (the exception a function job raised, or what kept a job from starting).
 
     With --html FILE, writes one HTML file that opens offline: the per-label table,
     failures grouped by cause, a timeline of jobs per pilot, running jobs and live

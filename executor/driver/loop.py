@@ -400,6 +400,16 @@ class Driver:
         nothing, for this reason."""
         if name in self._alone and _the_jobs_own(outcome) and not uncounted:
             outcome = {**outcome, "message": alone_note(outcome.get("message") or "")}
+        cancelled = (
+            outcome["failure_class"] == FailureClass.CANCELLED.value or self._cancel.is_set()
+        )
+        decision = None
+        if outcome["state"] != "succeeded" and not cancelled and not uncounted:
+            decision = decide(
+                self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
+            )
+            if decision.note:  # shown wherever the attempt is: why it was not retried
+                outcome = {**outcome, "message": f"{outcome.get('message')}; {decision.note}"}
         self.recorder.attempt_finished(name, attempt, outcome)
         if outcome["state"] == "succeeded":
             start, end = outcome.get("start"), outcome.get("end")
@@ -409,18 +419,15 @@ class Driver:
             for child in self.schedule.succeed(name):
                 self._record(child, JobState.READY)
             return
-        if outcome["failure_class"] == FailureClass.CANCELLED.value or self._cancel.is_set():
+        if cancelled:
             self.schedule.cancel(name)
             self._record(name, JobState.CANCELLED)
             return
-        if uncounted:
+        if uncounted or decision is None:
             logger.info("job %s attempt %d was lost: %s", name, attempt, uncounted)
             self.schedule.requeue(name)
             self._record(name, JobState.READY, detail=uncounted)
             return
-        decision = decide(
-            self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
-        )
         self._retry[name] = decision.state
         logger.info(
             "job %s attempt %d failed (%s: %s); %s", name, attempt, outcome["failure_class"],

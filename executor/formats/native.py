@@ -38,10 +38,12 @@ JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
     "cores", "memory", "walltime", "retries", "environment",
     "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit", "cluster",
+    "retry_permanent_failures",
 )  # fmt: skip
 DEFAULT_KEYS = (
     "label", "cores", "memory", "walltime", "retries", "environment",
     "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit",
+    "retry_permanent_failures",
 )  # fmt: skip
 
 
@@ -280,6 +282,7 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         memory_multiplier=merged.get("memory_multiplier", 1.0),
         memory_max=values.get("memory_max"),
         abort_on_exit=merged.get("abort_on_exit"),
+        retry_permanent_failures=merged.get("retry_permanent_failures", False),
         cluster=None if merged.get("cluster") is None else str(merged["cluster"]),
     )
     return job, problems
@@ -321,6 +324,8 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
             entry["abort_on_exit"] = job.abort_on_exit
         if job.cluster is not None:
             entry["cluster"] = job.cluster
+        if job.retry_permanent_failures:
+            entry["retry_permanent_failures"] = True
         jobs.append(entry)
     data: dict[str, Any] = {"name": graph.name, "jobs": jobs}
     if graph.workdir is not None:

@@ -74,6 +74,8 @@ class Job:
     memory_multiplier: float = 1.0  # after an OOM kill: memory × multiplier^n ...
     memory_max: int | None = None  # ... capped here (megabytes)
     abort_on_exit: int | None = None  # this exit code stops the whole run at once
+    # Retry even what cannot succeed on a retry (a missing program or module, exit 127).
+    retry_permanent_failures: bool = False
     cluster: str | None = None  # a user key for static clustering (`cluster_by: cluster`)
 
     @property
@@ -129,6 +131,10 @@ def check_job(job: Job) -> list[str]:
         isinstance(job.abort_on_exit, bool) or not isinstance(job.abort_on_exit, int)
     ):
         problems.append(f"abort_on_exit: {job.abort_on_exit!r} must be an exit code (a number)")
+    if not isinstance(job.retry_permanent_failures, bool):
+        problems.append(
+            f"retry_permanent_failures: {job.retry_permanent_failures!r} must be true or false"
+        )
     for key, value in job.environment.items():
         if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             problems.append(f"environment: {key!r} is not a valid variable name")

@@ -113,6 +113,9 @@ class FailureClass(_Named):
     """Why an attempt failed. Transient classes are retried without using a job's retries."""
 
     EXIT_CODE = "exit_code"
+    # The job never ran: its program is missing or not executable, its working directory
+    # is gone, or its function's module or name cannot be found (the reason is the message).
+    COULD_NOT_START = "could_not_start"
     SIGNAL = "signal"
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"

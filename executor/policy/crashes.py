@@ -96,4 +96,8 @@ BYSTANDER_DETAIL = (
 
 def alone_note(message: str) -> str:
     """The message of a failure of a suspect's attempt run alone: why it ran that way."""
-    return f"{message} (run alone in its own process: inside the worker it crashed the worker)"
+    return f"{message}{ALONE_NOTE}"
+
+
+# What :func:`alone_note` adds to a message.
+ALONE_NOTE = " (run alone in its own process: inside the worker it crashed the worker)"

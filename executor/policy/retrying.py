@@ -7,6 +7,11 @@ Pure policy, with the semantics of HTCondor-based batch production:
   kills its pilot every time cannot loop forever);
 - ``abort_on_exit`` stops the whole run when the job exits with that code;
 - exit codes in ``retry_unless_exit`` are never retried;
+- what cannot succeed on a retry is not retried either, and the message says so (see
+  :func:`cannot_succeed_on_retry`): a job that could not start because its program or
+  its function's module is missing, exit code 127 or 126 (the shell found no such
+  command, or could not execute it), a function that raised ``ImportError`` or
+  ``ModuleNotFoundError``; a job with ``retry_permanent_failures: true`` is retried anyway;
 - an ``out_of_memory`` failure retries with ``memory × memory_multiplier^n`` (capped
   by ``memory_max``), in a larger pool when needed;
 - anything else is retried while ``retries`` last.
@@ -27,6 +32,45 @@ if TYPE_CHECKING:  # the worker's report, as plain data: a type only, nothing im
     from executor.worker.outcome import Outcome
 
 MAX_TRANSIENT_RETRIES = 3
+# How the note on an attempt that is not retried begins (after "; ").
+NOT_RETRIED = "not retried: "
+
+# Exit codes the shell gives for a command it cannot run: 127 "command not found", 126
+# "permission denied" (not executable). A retry runs the same command on the same files.
+_SHELL_CANNOT_RUN = {127: "command not found", 126: "command not executable"}
+# Exception types that mean code is missing or broken, not a bad moment: the same
+# import fails the same way on every retry (the environment does not change between
+# attempts). An OSError of another kind (out of memory, a full disk) may pass.
+_PERMANENT_ERRORS = frozenset({
+    "ModuleNotFoundError", "ImportError", "AttributeError", "SyntaxError",
+    "FileNotFoundError", "PermissionError", "NotADirectoryError", "IsADirectoryError",
+})  # fmt: skip
+# A function that runs and raises one of these failed importing something at run time.
+_PERMANENT_WHEN_RAISED = frozenset({"ModuleNotFoundError", "ImportError"})
+
+
+def cannot_succeed_on_retry(outcome: Outcome) -> str | None:
+    """Why ``outcome``'s failure would repeat on a retry, or ``None`` when it might not.
+
+    A job that could not start because something is missing (its program, its working
+    directory, its function's module or name), exit code 127 or 126 from a shell, and a
+    function that raised ``ImportError``/``ModuleNotFoundError`` fail the same way every
+    time: retrying only delays the report.
+    """
+    failure = outcome["failure_class"]
+    error_type = outcome.get("error_type")
+    if failure == FailureClass.COULD_NOT_START.value:
+        if error_type in _PERMANENT_ERRORS:
+            return "it could not start and would not on a retry"
+        return None
+    if failure != FailureClass.EXIT_CODE.value:
+        return None
+    code = outcome.get("exit_code")
+    if error_type is None and code in _SHELL_CANNOT_RUN:
+        return f"exit code {code} means {_SHELL_CANNOT_RUN[code]}"
+    if error_type in _PERMANENT_WHEN_RAISED:
+        return f"{error_type} repeats on a retry"
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,6 +88,8 @@ class Decision:
     action: Literal["retry", "fail", "abort"]
     detail: str
     state: RetryState
+    # Said on the attempt itself (its message) as well: why it is not retried.
+    note: str | None = None
 
 
 def decide(job: Job, outcome: Outcome, state: RetryState, pools: Sequence[PoolConfig]) -> Decision:
@@ -67,6 +113,10 @@ def decide(job: Job, outcome: Outcome, state: RetryState, pools: Sequence[PoolCo
         return Decision("fail", f"exit code {code} is in retry_unless_exit: not retried", state)
     if state.retries_used >= job.retries:
         return Decision("fail", message, state)
+    permanent = None if job.retry_permanent_failures else cannot_succeed_on_retry(outcome)
+    if permanent:
+        note = f"{NOT_RETRIED}{permanent} (retry_permanent_failures: true retries it)"
+        return Decision("fail", f"{message}; {note}", state, note)
     state = replace(state, retries_used=state.retries_used + 1)
     detail = f"{message}; retry {state.retries_used}/{job.retries}"
     if failure is FailureClass.OUT_OF_MEMORY and job.memory is not None:

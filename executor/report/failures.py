@@ -12,19 +12,23 @@ succeeded on a retry.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 from executor.model.names import natural_key
 from executor.model.states import FailureClass
+from executor.policy.crashes import ALONE_NOTE
+from executor.policy.retrying import NOT_RETRIED
 from executor.report import repro
 from executor.report.logs import log_tail
 from executor.report.retries import signal_text
 from executor.store import Store
 from executor.store.queries import failed_jobs
 
-Cause = tuple[str, int | None, int | None]
+# (failure class, exit code, signal, error: exception type and message head, or None)
+Cause = tuple[str, int | None, int | None, str | None]
 
 # Job names a page shows per group (``--json`` has them all); it says how many more.
 NAMES_SHOWN = 5
@@ -34,10 +38,31 @@ NAMES_SHOWN = 5
 # the exit code or signal that followed says nothing more.
 _BY_EXIT_CODE = {FailureClass.EXIT_CODE.value, "unknown"}
 _BY_SIGNAL = {FailureClass.SIGNAL.value, "unknown"}
+_BY_ERROR = {FailureClass.EXIT_CODE.value, FailureClass.COULD_NOT_START.value, "unknown"}
+# How much of an exception's message tells one failure mode from another.
+_HEAD_CHARS = 80
+
+
+def error_of(attempt: dict[str, Any]) -> str | None:
+    """``ValueError: bad input N``: the attempt's exception type and the head of its
+    message (first line, numbers as ``N``, so ``bad input 3`` and ``bad input 4`` are one
+    failure mode), or ``None`` when the attempt recorded no exception type."""
+    error_type = attempt.get("error_type")
+    if not error_type:
+        return None
+    message = attempt.get("message") or ""
+    _, found, rest = message.partition(f"{error_type}: ")
+    head = rest.splitlines()[0] if found and rest.strip() else ""
+    # The driver's notes on the attempt say nothing about the failure mode.
+    head = head.split(f"; {NOT_RETRIED}")[0].split(ALONE_NOTE)[0].strip()
+    head = re.sub(r"\d+", "N", head)
+    if len(head) > _HEAD_CHARS:
+        head = head[: _HEAD_CHARS - 1] + "…"
+    return f"{error_type}: {head}" if head else error_type
 
 
 def cause_of(attempt: dict[str, Any]) -> Cause:
-    """The group of a failed attempt: ``(failure class, exit code, signal)``.
+    """The group of a failed attempt: ``(failure class, exit code, signal, error)``.
 
     The failure class says why pilot counts the attempt failed, and it is what a
     user acts on (more memory, a longer walltime, a flaky node); the exit code or
@@ -45,19 +70,27 @@ def cause_of(attempt: dict[str, Any]) -> Cause:
     1``: a crash; a segfault from a kill), so it is kept where the class is
     ``exit_code``, ``signal`` or unknown. The label is not part of the key: one cause
     often hits several labels at once (a full disk, a lost node), and splitting it
-    per label would show one problem many times; a group lists its ``labels``.
+    per label would show one problem many times; a group lists its ``labels``. A
+    function job that raised, and a job that could not start, are told apart by
+    :func:`error_of` (every Python exception is exit code 1).
     """
     failure_class = attempt["failure_class"] or "unknown"
     return (
         failure_class,
         attempt["exit_code"] if failure_class in _BY_EXIT_CODE else None,
         attempt["signal"] if failure_class in _BY_SIGNAL else None,
+        error_of(attempt) if failure_class in _BY_ERROR else None,
     )
 
 
 def describe_cause(cause: Cause) -> str:
-    """``exit code 3``, ``killed by signal 11 (SIGSEGV)``, ``out_of_memory``, ..."""
-    failure_class, exit_code, signal = cause
+    """``exit code 3``, ``killed by signal 11 (SIGSEGV)``, ``out_of_memory``,
+    ``ValueError: bad input N``, ``could not start: ModuleNotFoundError: ...``, ..."""
+    failure_class, exit_code, signal, error = cause
+    if failure_class == FailureClass.COULD_NOT_START.value:
+        return f"could not start: {error}" if error else "could not start"
+    if failure_class == FailureClass.EXIT_CODE.value and error:
+        return error
     if failure_class == FailureClass.EXIT_CODE.value and exit_code is not None:
         return f"exit code {exit_code}"
     if failure_class == FailureClass.SIGNAL.value and signal:
@@ -87,6 +120,7 @@ def final_failures(store: Store, run_id: str) -> list[dict[str, Any]]:
             "exit_code": row["exit_code"],
             "signal": row["signal"],
             "failure_class": row["failure_class"],
+            "error_type": row["error_type"],
             "message": row["message"],
             "command": row["command"],
             "host": row["host"],
@@ -152,7 +186,8 @@ def failure_groups(
     Returns
     -------
     list of dict
-        Per group: ``failure_class``, ``exit_code`` and ``signal`` (the cause),
+        Per group: ``failure_class``, ``exit_code``, ``signal`` and ``error`` (the
+        exception type and message head, see :func:`error_of`) (the cause),
         ``cause`` (it in words), ``labels`` (in order of first appearance), ``count``
         and ``jobs`` (the jobs that failed for good), ``recovered`` and
         ``recovered_jobs`` (those that failed that way and then succeeded),
@@ -166,8 +201,8 @@ def failure_groups(
         if cause not in groups:
             groups[cause] = {
                 "failure_class": cause[0], "exit_code": cause[1], "signal": cause[2],
-                "cause": describe_cause(cause), "labels": [], "count": 0, "jobs": [],
-                "recovered": 0, "recovered_jobs": [],
+                "error": cause[3], "cause": describe_cause(cause), "labels": [], "count": 0,
+                "jobs": [], "recovered": 0, "recovered_jobs": [],
                 "example": {**example, "stderr_tail": log_tail(
                     example["stderr"], run["run_dir"], tail_lines
                 )},
@@ -233,6 +268,7 @@ def _recovered_example(attempt: dict[str, Any]) -> dict[str, Any]:
         "exit_code": attempt["exit_code"],
         "signal": attempt["signal"],
         "failure_class": attempt["failure_class"],
+        "error_type": attempt.get("error_type"),
         "message": attempt["message"],
         "command": attempt["command"],
         "host": attempt["host"],

@@ -22,12 +22,12 @@ from executor.store.jobs import attempt_rows, blocked_by, job_rows
 
 JOB_COLUMNS = (
     "job", "label", "state", "attempts", "exit_code", "signal", "failure_class", "runtime",
-    "peak_rss_mb", "host", "blocked_by", "stdout", "stderr",
+    "peak_rss_mb", "host", "blocked_by", "stdout", "stderr", "error_type",
 )  # fmt: skip
 TRACE_COLUMNS = (
     "job", "attempt", "label", "state", "failure_class", "exit_code", "signal", "submitted",
     "start", "end", "runtime", "peak_rss_mb", "cpu_seconds", "memory_mb", "pool", "host",
-    "block_id", "batch_job_id", "stdout", "stderr",
+    "block_id", "batch_job_id", "stdout", "stderr", "error_type",
 )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ NOT_A_FAILURE = FailureClass.CANCELLED.value
 
 # What each failed attempt shows: enough to tell why it failed and what it used.
 _ATTEMPT_FIELDS = (
-    "attempt", "failure_class", "exit_code", "signal", "message", "memory_mb",
+    "attempt", "failure_class", "error_type", "exit_code", "signal", "message", "memory_mb",
     "peak_rss_mb", "pool", "host", "start", "end", "stderr",
 )  # fmt: skip
 

@@ -30,8 +30,8 @@ def job_rows(
 
     Each row has ``job``, ``label``, ``state``, ``attempts`` and, from the last attempt
     (``None`` for a job that never ran), ``exit_code``, ``signal``, ``failure_class``,
-    ``message``, ``runtime`` (seconds; so far, for one still running), ``peak_rss_mb``,
-    ``host``, ``stdout`` and ``stderr``.
+    ``error_type``, ``message``, ``runtime`` (seconds; so far, for one still running),
+    ``peak_rss_mb``, ``host``, ``stdout`` and ``stderr``.
     """
     where, params = "j.run_id = ?", [now, run_id]
     if states:
@@ -42,8 +42,8 @@ def job_rows(
         params.append(label)
     return store.query(
         "SELECT j.name AS job, j.label, j.state, j.attempts, a.exit_code, a.signal, "
-        "a.failure_class, a.message, coalesce(a.end, ?) - a.start AS runtime, a.peak_rss_mb, "
-        "a.host, a.stdout, a.stderr FROM jobs j LEFT JOIN attempts a "
+        "a.failure_class, a.error_type, a.message, coalesce(a.end, ?) - a.start AS runtime, "
+        "a.peak_rss_mb, a.host, a.stdout, a.stderr FROM jobs j LEFT JOIN attempts a "
         "ON a.run_id = j.run_id AND a.job = j.name AND a.attempt = j.attempts "
         f"WHERE {where}",
         params,
@@ -73,13 +73,13 @@ def attempt_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     """Every attempt of the run, in no particular order, with its job's ``label``.
 
     Each row has ``job``, ``attempt``, ``label``, ``state``, ``failure_class``,
-    ``exit_code``, ``signal``, ``submitted``, ``start``, ``end``, ``runtime``,
+    ``error_type``, ``exit_code``, ``signal``, ``submitted``, ``start``, ``end``, ``runtime``,
     ``peak_rss_mb``, ``cpu_seconds``, ``memory_mb``, ``pool``, ``host``, ``block_id``,
     ``batch_job_id``, ``stdout`` and ``stderr``.
     """
     return store.query(
-        "SELECT a.job, a.attempt, j.label, a.state, a.failure_class, a.exit_code, a.signal, "
-        "a.submitted, a.start, a.end, a.end - a.start AS runtime, a.peak_rss_mb, "
+        "SELECT a.job, a.attempt, j.label, a.state, a.failure_class, a.error_type, a.exit_code, "
+        "a.signal, a.submitted, a.start, a.end, a.end - a.start AS runtime, a.peak_rss_mb, "
         "a.cpu_seconds, a.memory_mb, a.pool, a.host, a.block_id, a.batch_job_id, a.stdout, "
         "a.stderr FROM attempts a JOIN jobs j ON j.run_id = a.run_id AND j.name = a.job "
         "WHERE a.run_id = ?",
@@ -98,13 +98,13 @@ def failures_after(store: Store, run_id: str, after: int) -> tuple[list[dict[str
     and the id to ask after next time.
 
     Each row has ``job``, ``label``, ``attempts`` and its last attempt's
-    ``failure_class``, ``exit_code``, ``signal``, ``message``, ``stdout`` and ``stderr``.
-    A job that failed and was then restarted is left out.
+    ``failure_class``, ``error_type``, ``exit_code``, ``signal``, ``message``, ``stdout``
+    and ``stderr``. A job that failed and was then restarted is left out.
     """
     upto = last_event(store, run_id)
     rows = store.query(
-        "SELECT e.job, j.label, j.attempts, a.failure_class, a.exit_code, a.signal, a.message, "
-        "a.stdout, a.stderr FROM events e "
+        "SELECT e.job, j.label, j.attempts, a.failure_class, a.error_type, a.exit_code, "
+        "a.signal, a.message, a.stdout, a.stderr FROM events e "
         "JOIN jobs j ON j.run_id = e.run_id AND j.name = e.job "
         "LEFT JOIN attempts a ON a.run_id = e.run_id AND a.job = e.job AND a.attempt = j.attempts "
         "WHERE e.run_id = ? AND e.id > ? AND e.id <= ? AND e.state = ? AND j.state = ? "

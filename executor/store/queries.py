@@ -195,8 +195,8 @@ def failed_jobs(store: Store, run_id: str) -> list[dict[str, Any]]:
     """Jobs that failed for good, each with its last attempt."""
     return store.query(
         "SELECT j.name, j.label, j.command, j.attempts, a.attempt, a.exit_code, a.signal, "
-        "a.failure_class, a.message, a.stderr, a.stdout, a.host, a.start, a.end, a.memory_mb "
-        "FROM jobs j LEFT JOIN attempts a "
+        "a.failure_class, a.error_type, a.message, a.stderr, a.stdout, a.host, a.start, a.end, "
+        "a.memory_mb FROM jobs j LEFT JOIN attempts a "
         "ON a.run_id = j.run_id AND a.job = j.name AND a.attempt = j.attempts "
         "WHERE j.run_id = ? AND j.state = 'failed' ORDER BY j.label, j.name",
         [run_id],

@@ -116,6 +116,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN driver_job TEXT;
     """,
+    # 6: finer failure classes (issue 19): the exception type of a function job that
+    # raised, or of what kept a job from starting.
+    """
+    ALTER TABLE attempts ADD COLUMN error_type TEXT;
+    """,
 )
 
 

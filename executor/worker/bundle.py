@@ -41,17 +41,32 @@ from .watch import Watch, kill_group
 # module from the working directory, and writes the JSON-encoded return value.
 # Shipped code goes before the working directory, so the shipped copy is the one imported.
 _FUNCTION_RUNNER = """
-import importlib, json, os, sys
+import importlib, json, os, sys, traceback
 call = json.load(sys.stdin)
 sys.path[:0] = [*call["code"], os.getcwd()]
-module_name, _, attribute = call["function"].partition(":")
-target = importlib.import_module(module_name)
-for part in attribute.split("."):
-    target = getattr(target, part)
-value = target(*call["args"], **call["kwargs"])
+def fail(stage, exc):
+    traceback.print_exc()
+    with open(call["error_path"], "w") as out:
+        json.dump({"stage": stage, "type": type(exc).__name__, "message": str(exc)}, out)
+    sys.exit(1)
+try:
+    module_name, _, attribute = call["function"].partition(":")
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+except Exception as exc:
+    fail("resolve", exc)
+try:
+    value = target(*call["args"], **call["kwargs"])
+except Exception as exc:
+    fail("call", exc)
 with open(call["result_path"], "w") as out:
     json.dump(value, out, default=repr)
 """
+# The runner above writes ``<log stem>.error.json`` only when the function fails (one
+# file more only then): ``stage`` is ``resolve`` (the module or the name could not be
+# found: the job never started) or ``call`` (the function raised), with the exception's
+# type and message. SystemExit passes through: its code is the job's exit code.
 
 
 # A command string with nothing for a shell to do (no quotes, variables, globs,
@@ -211,7 +226,8 @@ def run_job(spec: JobSpec) -> Outcome:
     }
     os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     _record_start(spec, where)
-    result_path = spec["stdout"].rsplit(".", 1)[0] + ".result.json"
+    stem = spec["stdout"].rsplit(".", 1)[0]
+    result_path, error_path = stem + ".result.json", stem + ".error.json"
     if spec.get("in_process") and threading.current_thread() is threading.main_thread():
         from .inprocess import run_function_here
 
@@ -233,14 +249,17 @@ def run_job(spec: JobSpec) -> Outcome:
                 stdin=stdin, stdout=out, stderr=err, start_new_session=True,
             )  # fmt: skip
     except OSError as exc:
-        return failed("exit_code", f"could not start the job: {exc}", **where)
+        # No program, not executable, no working directory: the job never started.
+        never_ran: Details = {**where, "error_type": type(exc).__name__}
+        return failed("could_not_start", f"could not start: {exc}", **never_ran)
 
     previous_handler = _forward_termination(process)
     try:
         if process.stdin is not None:
             call = {
                 "function": spec["function"], "args": spec["args"], "kwargs": spec["kwargs"],
-                "result_path": result_path, "code": spec.get("code") or [],
+                "result_path": result_path, "error_path": error_path,
+                "code": spec.get("code") or [],
             }  # fmt: skip
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
@@ -279,7 +298,32 @@ def run_job(spec: JobSpec) -> Outcome:
         return succeeded(**ended)
     if code < 0:
         return failed("signal", f"killed by signal {signal_name(-code)}", **ended)
+    if spec["kind"] == "function":
+        error = _read_error(error_path)
+        if error:
+            return _function_failure(error["stage"] == "resolve", error, ended)
     return failed("exit_code", f"exit code {code}", **ended)
+
+
+def _function_failure(unresolved: bool, error: dict[str, str], ended: Details) -> Outcome:
+    """A function job's failure, by exception type: "could not start" when its module or
+    name could not be resolved, else the exception the function raised."""
+    what = f"{error['type']}: {error['message']}".rstrip(": ")
+    typed: Details = {**ended, "error_type": error["type"]}
+    if unresolved:
+        return failed("could_not_start", f"could not start: {what}", **typed)
+    return failed("exit_code", f"exit code {ended.get('exit_code')}: {what}", **typed)
+
+
+def _read_error(path: str) -> dict[str, str] | None:
+    try:
+        with open(path) as handle:
+            error = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(error, dict) or not {"stage", "type", "message"} <= error.keys():
+        return None
+    return {key: str(error[key])[:2000] for key in ("stage", "type", "message")}
 
 
 def _record_start(spec: JobSpec, where: Details) -> None:

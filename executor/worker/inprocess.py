@@ -46,6 +46,8 @@ def run_function_here(
     function = spec["function"] or ""  # a function job names one (checked at submit)
     exit_code: int | None = 0
     failure: tuple[str, str] | None = None  # failure class and message
+    error_type: str | None = None  # the exception's type, for a function that raised
+    resolved = False  # whether the module and name were found (the job started)
     try:
         _redirect(out, err)
         _set_environ(environment)
@@ -55,7 +57,9 @@ def run_function_here(
         sys.argv = [function]
         _arm(spec.get("walltime"))
         try:
-            value = _resolve(function)(*spec["args"], **spec["kwargs"])
+            target = _resolve(function)
+            resolved = True
+            value = target(*spec["args"], **spec["kwargs"])
         finally:
             _arm(None)
         with open(result_path, "w") as handle:
@@ -70,7 +74,12 @@ def run_function_here(
     except BaseException as exc:  # noqa: BLE001 - the job's own error, reported as such
         traceback.print_exc()
         exit_code = 1
-        failure = ("exit_code", f"exit code 1: {type(exc).__name__}: {exc}")
+        error_type = type(exc).__name__
+        what = f"{error_type}: {exc}".rstrip(": ")
+        if not resolved and isinstance(exc, Exception):
+            failure = ("could_not_start", f"could not start: {what}")
+        else:
+            failure = ("exit_code", f"exit code 1: {what}")
     finally:
         saved.restore()
         os.close(out)
@@ -82,6 +91,7 @@ def run_function_here(
         **where,
         "end": time.time(),
         "exit_code": exit_code,
+        "error_type": error_type,
         "cpu_seconds": (usage.ru_utime - usage_before.ru_utime)
         + (usage.ru_stime - usage_before.ru_stime),
     }

@@ -44,6 +44,7 @@ class Details(TypedDict, total=False):
     batch_job_id: str | None
     stdout: str | None
     stderr: str | None
+    error_type: str | None
 
 
 class Outcome(_Verdict, Details):
@@ -88,6 +89,9 @@ class Outcome(_Verdict, Details):
         The batch scheduler's id of that pilot (``SLURM_JOB_ID``).
     stdout, stderr
         Paths of the job's log files.
+    error_type
+        The type of the exception a function job raised (``ValueError``), or that kept
+        a job from starting (``ModuleNotFoundError``, ``FileNotFoundError``).
     """
 
 
