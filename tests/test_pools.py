@@ -18,7 +18,6 @@ from executor.policy.pools import (
     select_pool,
 )
 from executor.policy.retrying import MAX_TRANSIENT_RETRIES, RetryState, decide
-from executor.policy.scaling import blocks_to_start
 
 pool_strategy = st.builds(
     PoolConfig,
@@ -109,16 +108,6 @@ def test_retry_unless_exit_and_abort_on_exit():
         decide(job, {"failure_class": "signal", "exit_code": None}, RetryState(), [SMALL]).action
         == "retry"
     )
-
-
-@given(pool=pool_strategy, demand=st.integers(0, 10_000), active=st.integers(0, 12),
-       workers=st.integers(1, 64))  # fmt: skip
-def test_scaler_never_exceeds_max_blocks(pool, demand, active, workers):
-    start = blocks_to_start(demand=demand, active_blocks=active, workers=workers, pool=pool)
-    assert start >= 0
-    assert start == 0 or active + start <= pool.max_blocks
-    if demand > active * workers and active < pool.max_blocks:
-        assert start > 0  # work waits and there is room: a pilot starts
 
 
 def test_pools_from_a_site_file_and_their_errors():

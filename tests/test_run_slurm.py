@@ -67,7 +67,10 @@ def test_jobs_run_in_pilots_and_record_their_slurm_job(
     assert len(used) >= 2, f"6 jobs of 2s on 2-worker pilots ran in one pilot: {used}"
     for pilot in pilots.values():
         assert pilot["state"] in ("scaled_in", "cancelled", "completed"), pilot
-        assert pilot["start"] and pilot["end"] and pilot["node"] and pilot["cores"] == 2
+        assert pilot["end"] and pilot["cores"] == 2, pilot
+        # A pilot the work no longer needed may be withdrawn before it started.
+        assert (pilot["start"] and pilot["node"]) or pilot["state"] == "scaled_in", pilot
+    assert all(pilots[job_id]["start"] for job_id in used)
     # exclusive: false adds no --exclusive; memory is 2 workers x 1GB.
     scripts = list((pilot_home / "runs" / run_id / "parsl").glob("*/submit_scripts/parsl.*[0-9]"))
     assert scripts

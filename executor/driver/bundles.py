@@ -10,7 +10,8 @@ it lacks (:mod:`executor.driver.delivery`).
 from __future__ import annotations
 
 import queue
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ class Bundle:
     pool: str
     members: list[tuple[str, int]]  # (job, attempt), in the order they run
     specs: list[JobSpec]
+    sent: float = 0.0  # when it was first handed to Parsl (seconds since the epoch)
 
 
 class BundlesInFlight:
@@ -65,10 +67,15 @@ class BundlesInFlight:
     def send(self, pool: str, members: list[tuple[str, int]], specs: list[JobSpec]) -> None:
         """Hand a new bundle to ``pool``."""
         bundle_id, self._next = self._next, self._next + 1
-        self._bundles[bundle_id] = Bundle(pool, members, specs)
+        self._bundles[bundle_id] = Bundle(pool, members, specs, time.time())
         self.load[pool] += 1
         code = self._delivery.payload(pool) if self._delivery else None
         self._submit(bundle_id, pool, specs, code)
+
+    def members_sent(self) -> Iterator[tuple[str, list[tuple[str, int]], float]]:
+        """Each bundle in flight: its pool, its ``(job, attempt)`` members, when it was sent."""
+        for bundle in list(self._bundles.values()):
+            yield bundle.pool, bundle.members, bundle.sent
 
     def resend_for_code(self, bundle_id: int, missing: dict[str, list[int]]) -> bool:
         """Send a bundle again with the code its node lacks; ``False`` once that is futile."""

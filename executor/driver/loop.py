@@ -18,14 +18,11 @@ from typing import Any, cast
 from executor.driver.bundles import BundlesInFlight
 from executor.driver.context import RunContext, job_spec
 from executor.driver.delivery import code_never_arrived, plan_delivery
-from executor.driver.parsl_session import (
-    ParslSession,
-    outcomes_of,
-    worker_lost,
-)
+from executor.driver.elastic import ElasticScaler
+from executor.driver.parsl_session import ParslSession, outcomes_of, worker_lost
 from executor.driver.pilots import PilotTracker
-from executor.driver.scaling import start_pilots
 from executor.driver.shown import ShownStates
+from executor.driver.work_forecast import WorkForecast
 from executor.errors import SiteError
 from executor.model.graph import JobGraph
 from executor.model.states import FailureClass, JobState, RunState
@@ -143,6 +140,13 @@ class Driver:
         self._dfk: Any = None
         self._executors: dict[str, Any] = {}
         self._pilots: PilotTracker | None = None
+        self._scaler: ElasticScaler | None = None
+        self._work = WorkForecast(
+            graph, self.schedule.state, self._bundles, self._estimates.as_mapping,
+            lambda name: self._pool_for(name).name, horizon=site.forecast_horizon(),
+            # Without an outcome log no start is seen: count sent jobs as started.
+            started=lambda name: self._outcomes is None or self._shown.started(name),
+        )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------
     def __enter__(self) -> Driver:
@@ -168,6 +172,7 @@ class Driver:
             self.recorder.store, self.context.run_id, list(self._executors.values())
         )
         self._pilots.poll()
+        self._scaler = ElasticScaler(self.site, self._executors, self._pilots)
 
     def _stop_parsl(self) -> None:
         """Stop Parsl and every pilot (see :func:`executor.driver.parsl_session.stop_parsl`)."""
@@ -207,10 +212,11 @@ class Driver:
             # The first bundles reach Parsl before this first commit (tens of thousands
             # of ready jobs after a restart take a while to write): workers start sooner.
             self._commit()
-            demand = {
-                pool: self._bundles.load[pool] + self._waiting[pool] for pool in self._bundles.load
-            }
-            start_pilots(self.site, self._executors, demand)
+            if self._scaler is not None:  # pilots up and down with the work (elastic.py)
+                demand = {
+                    pool: load + self._waiting[pool] for pool, load in self._bundles.load.items()
+                }
+                self._scaler.step(self._work.views, demand)
             if self._pilots is not None:
                 self._pilots.poll()
             self._collect(timeout=OUTCOME_POLL_SECONDS if self._bundles else HEARTBEAT_INTERVAL)

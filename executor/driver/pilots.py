@@ -42,6 +42,7 @@ class Pilot:
     end: float | None = None
     node: str | None = None
     cores: int | None = None
+    workers: int | None = None
     message: str | None = None
 
     def row(self, run_id: str) -> dict[str, Any]:
@@ -49,7 +50,7 @@ class Pilot:
             "run_id": run_id, "pool": self.pool, "block_id": self.block_id,
             "job_id": self.job_id, "state": self.state, "submitted": self.submitted,
             "start": self.start, "end": self.end, "node": self.node, "cores": self.cores,
-            "message": self.message,
+            "workers": self.workers, "message": self.message,
         }  # fmt: skip
 
 
@@ -101,13 +102,14 @@ class PilotTracker:
         job_ids = dict(executor.blocks_to_job_id)
         statuses = dict(executor.status_facade)
         resources = getattr(executor.provider, "resources", {}) or {}
-        managers = [] if final else _managers(executor)
+        managers = [] if final else managers_of(executor)
         for block_id in set(job_ids) | set(statuses):
             pilot = self.pilots.get((pool, block_id))
             if pilot is None:
                 # Until its workers connect: what the pool asks of each pilot.
-                cores = _cores(executor, getattr(executor, "workers_per_node", 0))
-                pilot = Pilot(pool, block_id, submitted=now, cores=cores)
+                planned = getattr(executor, "workers_per_node", 0)
+                cores = _cores(executor, planned)
+                pilot = Pilot(pool, block_id, submitted=now, cores=cores, workers=_whole(planned))
                 self.pilots[pool, block_id] = pilot
             pilot.job_id = job_ids.get(block_id, pilot.job_id)
             status = statuses.get(block_id)
@@ -131,6 +133,7 @@ class PilotTracker:
             if pilot.state == "pending":
                 pilot.state = "running"
             pilot.cores = _cores(executor, manager.get("worker_count")) or pilot.cores
+            pilot.workers = _whole(manager.get("worker_count")) or pilot.workers
 
     @staticmethod
     def _move(pilot: Pilot, state: str, now: float) -> None:
@@ -160,6 +163,13 @@ class PilotTracker:
             self._written[key] = row
 
 
+def _whole(workers: Any) -> int | None:
+    try:
+        return int(workers) or None
+    except (TypeError, ValueError, OverflowError):  # e.g. workers_per_node is inf
+        return None
+
+
 def _cores(executor: Any, workers: Any) -> int | None:
     try:
         return int(workers * (getattr(executor, "cores_per_worker", 1) or 1)) or None
@@ -167,7 +177,7 @@ def _cores(executor: Any, workers: Any) -> int | None:
         return None
 
 
-def _managers(executor: Any) -> list[dict[str, Any]]:
+def managers_of(executor: Any) -> list[dict[str, Any]]:
     """The interchange's view of connected workers; nothing if it is not running."""
     process = getattr(executor, "interchange_proc", None)
     if process is None or process.poll() is not None:

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 from executor.report import activity
+from executor.report.efficiency import describe as describe_efficiency
+from executor.report.efficiency import pilot_efficiency
 from executor.report.failures import NAMES_SHOWN, failure_groups, final_failures
 from executor.report.figures import run_figures
 from executor.report.palette import done
@@ -65,6 +67,7 @@ def run_detail(store: Store, run_id: str, *, tail_lines: int = 20) -> dict[str, 
         "progress": _progress(summary),
         "pilots": pilot_rows,
         "pilot_source": source,
+        "efficiency": describe_efficiency(pilot_efficiency(store, run, now=now)),
         "failures": groups,
     }
 

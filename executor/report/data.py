@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from executor.model.states import SHOWN_STATES
 from executor.report.activity import label_usage
+from executor.report.efficiency import pilot_efficiency
 from executor.report.failures import failure_groups, final_failures
 from executor.report.jobs import blocked_causes
 from executor.report.logs import log_tail
@@ -41,6 +43,7 @@ def build_report(store: Store, run_id: str, *, tail_lines: int = 10) -> dict[str
         "failed": failures,
         "blocked": blocked_causes(store, run["id"]),
         "usage": label_usage(store, run["id"]),
+        "efficiency": pilot_efficiency(store, run, now=time.time()),
         "failure_groups": failure_groups(run, failures, retries["jobs"], tail_lines=tail_lines),
         "retries": retries,
         "environment_file": str(Path(run["run_dir"]) / "environment.json"),

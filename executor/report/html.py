@@ -26,6 +26,8 @@ from executor._version import __version__
 from executor.model.states import SHOWN_STATES
 from executor.model.units import format_memory
 from executor.report.assets import ensure_plotly_asset, plotly_js, relative_url
+from executor.report.efficiency import describe as describe_efficiency
+from executor.report.efficiency import pilot_efficiency
 from executor.report.failures import NAMES_SHOWN, describe_labels, failure_groups, final_failures
 from executor.report.figures import run_figures
 from executor.report.retries import describe_label, describe_outcome, exit_status, retry_summary
@@ -257,6 +259,7 @@ def render(
 <p class="meta">site {_e(run["site"])} · owner {_e(run["owner"])} · host {_e(run["host"])} ·
 started {_when(run["created"])} · {finished} · {ended - run["created"]:.1f}s</p>
 <p>jobs: {summary["total"]} ({_e(counts)})</p>
+<p class="meta" id="efficiency">{_e(describe_efficiency(pilot_efficiency(store, run, now=now)))}</p>
 {f'<p class="meta">note: {_e(run["message"])}</p>' if run["message"] else ""}
 <h2>Jobs per label</h2>
 {label_table(summary["labels"])}

@@ -17,6 +17,7 @@ from rich.text import Text
 from executor.model.names import natural_key
 from executor.model.states import SHOWN_STATES
 from executor.model.units import format_duration, format_memory
+from executor.report.efficiency import describe as describe_efficiency
 from executor.report.failures import NAMES_SHOWN, describe_labels
 from executor.report.palette import STATE_STYLE, StateBar, done
 from executor.report.retries import describe_attempt, describe_label, describe_outcome
@@ -198,6 +199,8 @@ def report(data: dict[str, Any]) -> Group:
         label_table(data["labels"]),
     ]  # fmt: skip
     parts.append(usage_table(data["usage"]))
+    if "efficiency" in data:
+        parts.append(Text("pilots  " + describe_efficiency(data["efficiency"]), style="dim"))
     retried = retries(data["retries"])
     parts.extend(retried)
     if not data["failed"]:

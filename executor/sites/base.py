@@ -33,6 +33,17 @@ def _packing_seconds(value: object) -> float:
         raise ValueError(f"{exc}, or 0 for no packing") from None
 
 
+def _seconds_or_zero(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return parse_duration(value)
+
+
+#: A duration that may be 0 (``queue_wait``: none assumed; ``idle_timeout``: at once).
+SecondsOrZero = Annotated[
+    float, Unit(_seconds_or_zero, "a duration (seconds, or text such as 30s, 5m), or 0", "1m")
+]
+
 #: ``packing_target``: a duration, where 0 turns packing off.
 PackingSeconds = Annotated[
     float,
@@ -78,6 +89,13 @@ class SiteConfig:
     ship_runtime
         Send pilot's own worker runtime with the bundles too, so workers need only
         Python and Parsl (or the endpoint software), not pilot.
+    idle_timeout
+        A pilot whose workers all idled this long is released, unless the work the
+        graph has coming needs it within the queue wait (``executor.policy.elastic``).
+    max_queued
+        Pilots of a pool waiting in the batch queue at once, at most (the backlog).
+    queue_wait
+        The queue wait assumed until a pilot of this run has started (then measured).
     """
 
     backend: ClassVar[str] = "base"
@@ -95,13 +113,24 @@ class SiteConfig:
     shared_filesystem: bool = True
     max_payload: MemoryText | None = field(default=None, metadata={"example": "10MB"})
     ship_runtime: bool = False
+    idle_timeout: SecondsOrZero = 300.0
+    max_queued: int = 2
+    queue_wait: SecondsOrZero = 0.0
     source: str | None = field(default=None, compare=False)
+
+    def forecast_horizon(self) -> float:
+        """Seconds ahead the scaling policy's forecast of the graph resolves finely."""
+        return max(60.0, 2 * self.queue_wait, self.idle_timeout)
 
     def __post_init__(self) -> None:
         where = self.source or f"site {self.name!r}"
         check_fields(self, where)  # types and units of every field, a backend's too
         if not self.pools:
             object.__setattr__(self, "pools", self.default_pools())
+        if self.max_queued < 1:
+            raise ConfigError(
+                f"{where}: max_queued: {self.max_queued!r} must be a whole number >= 1"
+            )
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: pools: pool names must be unique")

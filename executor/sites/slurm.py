@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from executor.errors import ConfigError, SiteError
 from executor.model.units import DurationText, Megabytes, Seconds, WholeSeconds, parse_duration
 from executor.policy.pools import PoolConfig
-from executor.sites.base import SiteConfig
+from executor.sites.base import SecondsOrZero, SiteConfig
 from executor.sites.commands import run_command, submit_batch_job
 
 # squeue's compact job-state codes -> Parsl JobState names. A pilot that reaches its
@@ -95,6 +95,8 @@ class SlurmSite(SiteConfig):
     cmd_attempts: int = 4
     heartbeat_threshold: WholeSeconds = 60
     driver_walltime: DurationText = "7-00:00:00"
+    # Until the first pilot starts: a batch queue rarely starts a job at once.
+    queue_wait: SecondsOrZero = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()  # checks the types and units of these fields too

@@ -18,12 +18,13 @@ from executor.store.database import Store
 
 _UPSERT = (
     "INSERT INTO pilots (run_id, pool, block_id, job_id, state, submitted, start, end, node, "
-    "cores, message) VALUES (:run_id, :pool, :block_id, :job_id, :state, :submitted, :start, "
-    ":end, :node, :cores, :message) ON CONFLICT (run_id, pool, block_id) DO UPDATE SET "
+    "cores, workers, message) VALUES (:run_id, :pool, :block_id, :job_id, :state, :submitted, "
+    ":start, :end, :node, :cores, :workers, :message) "
+    "ON CONFLICT (run_id, pool, block_id) DO UPDATE SET "
     "job_id = excluded.job_id, state = excluded.state, "
     "start = coalesce(excluded.start, pilots.start), end = excluded.end, "
     "node = coalesce(excluded.node, pilots.node), cores = excluded.cores, "
-    "message = excluded.message"
+    "workers = coalesce(excluded.workers, pilots.workers), message = excluded.message"
 )
 
 # Where the backend does not say (or the pilot ended between polls), a pilot's node is
@@ -79,3 +80,27 @@ def mark_pilots_cancelled(store: Store, run_id: str, job_ids: Sequence[str]) -> 
             (now, run_id, *job_ids),
         )
     )
+
+
+# Per pilot: allocated core-seconds (its cores from its start to its end, or now) and busy
+# core-seconds (each attempt it ran, from start to end, clipped to the pilot's life,
+# times the cores of one worker slot).
+_USAGE = """
+SELECT p.pool, p.block_id, p.job_id, p.state, p.start, p.end, p.cores, p.workers,
+    CASE WHEN p.start IS NULL THEN 0.0
+         ELSE max(0.0, coalesce(p.end, :now) - p.start) * coalesce(p.cores, 1) END
+        AS allocated_core_seconds,
+    coalesce((SELECT sum(max(0.0, min(coalesce(a.end, :now), coalesce(p.end, :now))
+                              - max(a.start, coalesce(p.start, a.start))))
+              FROM attempts a WHERE a.run_id = p.run_id AND a.pool = p.pool
+              AND a.block_id = p.block_id AND a.start IS NOT NULL), 0.0)
+        * coalesce(p.cores * 1.0 / nullif(p.workers, 0), 1.0) AS busy_core_seconds
+FROM pilots p WHERE p.run_id = :run ORDER BY p.submitted, p.pool, p.block_id
+"""
+
+
+def pilot_usage(store: Store, run_id: str, now: float) -> list[dict[str, Any]]:
+    """Each pilot of the run with its ``allocated_core_seconds`` and ``busy_core_seconds``
+    (also ``pool``, ``block_id``, ``job_id``, ``state``, ``start``, ``end``, ``cores``,
+    ``workers``); a pilot still up counts until ``now``."""
+    return store.query(_USAGE, {"run": run_id, "now": now})

@@ -121,6 +121,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE attempts ADD COLUMN error_type TEXT;
     """,
+    # 7: elastic pilots (issue 16): worker slots per pilot, so busy core-seconds (its
+    # attempts' runtimes times cores per worker) compare with allocated ones.
+    """
+    ALTER TABLE pilots ADD COLUMN workers INTEGER;
+    """,
 )
 
 

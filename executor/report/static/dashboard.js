@@ -105,8 +105,9 @@ function pilotTable(run) {
     el('td', {}, age(p.end, run.now))));
   const note = run.pilot_source === 'pilots' ? null
     : el('p', {class: 'note'}, 'pilots derived from the jobs they ran');
+  const efficiency = el('p', {class: 'note', id: 'efficiency'}, run.efficiency || '');
   return el('div', {}, el('table', {id: 'pilots'}, el('thead', {}, head),
-    el('tbody', {}, ...rows)), note);
+    el('tbody', {}, ...rows)), efficiency, note);
 }
 
 // Each group: failed for good (count, jobs) and recovered on a retry (recovered,

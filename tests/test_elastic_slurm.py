@@ -1,0 +1,101 @@
+"""Elastic pilots on a real single-node Slurm cluster: up for a wide level, down for a tail.
+
+``squeue`` is watched from a thread while the real ``pilot submit`` runs: the pilots
+in the queue are counted as the graph widens and narrows. The cluster has 8 CPUs and
+each pilot asks for 2, so up to 4 pilots fit at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import pilot_cmd, run_pilot, status_json, wait_for, write_workflow
+from slurm_cluster import pilot_jobs, require_slurm, write_site
+
+
+@pytest.fixture(autouse=True)
+def slurm() -> Iterator[None]:
+    require_slurm()
+    assert pilot_jobs() == [], "pilot jobs left in the queue by something else"
+    yield
+    wait_for(lambda: pilot_jobs() == [], timeout=30, what="no pilot job left in squeue")
+
+
+class QueueWatch:
+    """Counts pilot jobs in ``squeue`` every half second, in a thread."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> QueueWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), len(pilot_jobs())))
+            self._stop.wait(0.5)
+
+    def now(self) -> int:
+        return len(pilot_jobs())
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return max((n for t, n in self.samples if since <= t <= until), default=0)
+
+
+def test_pilots_go_up_for_a_wide_level_and_down_for_the_tail(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    # One worker per pilot, so the width of the graph is the number of pilots wanted.
+    site = write_site(
+        tmp_path, idle_timeout="5s", queue_wait=0, max_queued=4,
+        pool={"workers": 1, "init_blocks": 1, "min_blocks": 0, "max_blocks": 4},
+    )  # fmt: skip
+    work = tmp_path / "work"
+    wide = [{"name": f"w{i}", "command": "sleep 15"} for i in range(8)]
+    tail = {
+        "name": "tail", "after": [job["name"] for job in wide],
+        "command": "touch tail.started; sleep 30",
+    }  # fmt: skip
+    path = write_workflow(work, {"name": "wide-then-tail", "jobs": [*wide, tail]})
+
+    with QueueWatch() as watch:
+        driver = subprocess.Popen(
+            pilot_cmd("submit", path, "--site", site), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=subprocess_env, start_new_session=True,
+        )  # fmt: skip
+        try:
+            run_id = driver.stdout.readline().split()[1]
+            # The wide level: 8 ready jobs of unknown runtime want every pilot allowed.
+            wait_for(lambda: watch.peak() >= 3, timeout=90, what="3 or more pilots up")
+            wait_for(lambda: (work / "tail.started").exists(), timeout=180, what="the tail")
+            tail_started = time.time()
+            # The tail: one job, so the idle pilots go (idle_timeout 5s), one stays.
+            wait_for(lambda: watch.now() == 1, timeout=25, what="one pilot during the tail")
+            out, err = driver.communicate(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert driver.returncode == 0, err
+    assert watch.peak(until=tail_started) >= 3
+    assert watch.peak(since=tail_started + 20) <= 1, watch.samples
+
+    pilots = status_json(run_id, env=subprocess_env)["pilots"]
+    assert any(p["state"] == "scaled_in" for p in pilots), pilots
+    report = run_pilot("report", run_id, "--json", env=subprocess_env)
+    assert report.returncode == 0, report.stderr
+    efficiency = json.loads(report.stdout)["efficiency"]
+    assert efficiency["allocated_core_seconds"] > efficiency["busy_core_seconds"] > 0
+    assert efficiency["waste_core_seconds"] >= 0 and efficiency["makespan"] > 45
