@@ -8,6 +8,7 @@ each pilot asks for 2, so up to 4 pilots fit at once.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -99,3 +100,48 @@ def test_pilots_go_up_for_a_wide_level_and_down_for_the_tail(
     efficiency = json.loads(report.stdout)["efficiency"]
     assert efficiency["allocated_core_seconds"] > efficiency["busy_core_seconds"] > 0
     assert efficiency["waste_core_seconds"] >= 0 and efficiency["makespan"] > 45
+
+
+def test_start_locally_runs_the_first_jobs_while_the_pilots_queue(
+    tmp_path: Path, pilot_home: Path, subprocess_env: dict
+):
+    # Pilots cannot start for 40 s (sbatch --begin), so the first jobs run on this host.
+    site = write_site(
+        tmp_path, start_locally=2, scheduler_options="#SBATCH --begin=now+40",
+        pool={"workers": 2, "init_blocks": 1, "max_blocks": 1},
+    )  # fmt: skip
+    work = tmp_path / "work"
+    jobs = [
+        {"name": f"j{i}", "command": "echo ${SLURM_JOB_ID:-here} > $PILOT_JOB_NAME.where; sleep 10"}
+        for i in range(10)
+    ]  # fmt: skip
+    path = write_workflow(work, {"name": "impatient", "jobs": jobs})
+
+    result = run_pilot("submit", path, "--site", site, env=subprocess_env, timeout=240)
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[1]
+    where = {f.name.split(".")[0]: f.read_text().strip() for f in work.glob("*.where")}
+    here = [job for job, place in where.items() if place == "here"]
+    in_pilots = [job for job, place in where.items() if place != "here"]
+    assert len(where) == 10 and here and in_pilots, where
+    pilots = status_json(run_id, env=subprocess_env)["pilots"]
+    batch = [p for p in pilots if p["pool"] == "default" and p["start"]]
+    assert batch, pilots
+    first_pilot_start = min(p["start"] for p in batch)
+    attempts = {a["job"]: a for a in _attempts(pilot_home, run_id)}
+    # The local jobs started (and the first of them ended) before any pilot started.
+    assert min(attempts[job]["start"] for job in here) < first_pilot_start
+    assert min(attempts[job]["end"] for job in here) < first_pilot_start
+    # Once the pilot had its workers, the local ones took no more work and were released.
+    last_in_a_pilot = max(attempts[job]["start"] for job in in_pilots)
+    assert all(attempts[job]["start"] < last_in_a_pilot for job in here)
+    local = [p for p in pilots if p["pool"] == "start-locally"]
+    assert len(local) == 1 and local[0]["state"] in ("scaled_in", "cancelled", "completed"), local
+
+
+def _attempts(pilot_home: Path, run_id: str) -> list[dict]:
+    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM attempts WHERE run_id = ?", [run_id]).fetchall()
+    return [dict(row) for row in rows]

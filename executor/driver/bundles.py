@@ -26,6 +26,7 @@ class Bundle:
     members: list[tuple[str, int]]  # (job, attempt), in the order they run
     specs: list[JobSpec]
     sent: float = 0.0  # when it was first handed to Parsl (seconds since the epoch)
+    via: str = ""  # the executor that runs it: its pool's, or start_locally's
 
 
 class BundlesInFlight:
@@ -56,6 +57,7 @@ class BundlesInFlight:
         self._resends: dict[int, int] = {}  # bundle id -> times sent again for missing code
         self._next = 0
         self.load = dict.fromkeys(pools, 0)  # bundles each pool holds
+        self.load_via: dict[str, int] = {}  # of those, bundles another executor runs
 
     def connect(self, apps: Mapping[str, Any]) -> None:
         """Use these Parsl apps, one per pool (once Parsl has started)."""
@@ -64,13 +66,18 @@ class BundlesInFlight:
     def __bool__(self) -> bool:
         return bool(self._bundles)
 
-    def send(self, pool: str, members: list[tuple[str, int]], specs: list[JobSpec]) -> None:
-        """Hand a new bundle to ``pool``."""
+    def send(
+        self, pool: str, members: list[tuple[str, int]], specs: list[JobSpec], via: str = ""
+    ) -> None:
+        """Hand a new bundle of ``pool`` to its executor, or to executor ``via``."""
         bundle_id, self._next = self._next, self._next + 1
-        self._bundles[bundle_id] = Bundle(pool, members, specs, time.time())
+        via = via or pool
+        self._bundles[bundle_id] = Bundle(pool, members, specs, time.time(), via)
         self.load[pool] += 1
+        if via != pool:
+            self.load_via[via] = self.load_via.get(via, 0) + 1
         code = self._delivery.payload(pool) if self._delivery else None
-        self._submit(bundle_id, pool, specs, code)
+        self._submit(bundle_id, via, specs, code)
 
     def members_sent(self) -> Iterator[tuple[str, list[tuple[str, int]], float]]:
         """Each bundle in flight: its pool, its ``(job, attempt)`` members, when it was sent."""
@@ -85,7 +92,7 @@ class BundlesInFlight:
             return False
         self._resends[bundle_id] = rounds
         bundle = self._bundles[bundle_id]
-        self._submit(bundle_id, bundle.pool, bundle.specs, self._delivery.for_missing(missing))
+        self._submit(bundle_id, bundle.via, bundle.specs, self._delivery.for_missing(missing))
         return True
 
     def get(self, bundle_id: int) -> Bundle | None:
@@ -97,12 +104,15 @@ class BundlesInFlight:
         bundle = self._bundles.pop(bundle_id)
         self._resends.pop(bundle_id, None)
         self.load[bundle.pool] -= 1
+        if bundle.via != bundle.pool:
+            self.load_via[bundle.via] -= 1
 
     def forget_all(self) -> None:
         """Give up on every bundle (a cancel whose workers did not all report)."""
         self._bundles.clear()
         self._resends.clear()
         self.load = dict.fromkeys(self.load, 0)
+        self.load_via.clear()
 
     def _submit(self, bundle_id: int, pool: str, specs: list[JobSpec], code: list | None) -> None:
         app = self._apps[pool]

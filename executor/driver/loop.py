@@ -22,6 +22,7 @@ from executor.driver.elastic import ElasticScaler
 from executor.driver.parsl_session import ParslSession, outcomes_of, worker_lost
 from executor.driver.pilots import PilotTracker
 from executor.driver.shown import ShownStates
+from executor.driver.start_locally import LocalStart
 from executor.driver.work_forecast import WorkForecast
 from executor.errors import SiteError
 from executor.model.graph import JobGraph
@@ -42,6 +43,7 @@ from executor.policy.packing import (
 )
 from executor.policy.pools import PoolConfig, misfit_message, select_pool
 from executor.policy.retrying import RetryState, decide
+from executor.policy.run_end import final_run_state
 from executor.policy.schedule import Schedule
 from executor.sites.base import SiteConfig
 from executor.store.queries import HEARTBEAT_INTERVAL
@@ -141,6 +143,7 @@ class Driver:
         self._executors: dict[str, Any] = {}
         self._pilots: PilotTracker | None = None
         self._scaler: ElasticScaler | None = None
+        self._local_start: LocalStart | None = None  # start_locally's workers, while used
         self._work = WorkForecast(
             graph, self.schedule.state, self._bundles, self._estimates.as_mapping,
             lambda name: self._pool_for(name).name, horizon=site.forecast_horizon(),
@@ -173,6 +176,8 @@ class Driver:
         )
         self._pilots.poll()
         self._scaler = ElasticScaler(self.site, self._executors, self._pilots)
+        if self.site.start_locally:
+            self._local_start = LocalStart(self.site, self._executors, self._bundles.load_via)
 
     def _stop_parsl(self) -> None:
         """Stop Parsl and every pilot (see :func:`executor.driver.parsl_session.stop_parsl`)."""
@@ -217,6 +222,8 @@ class Driver:
                     pool: load + self._waiting[pool] for pool, load in self._bundles.load.items()
                 }
                 self._scaler.step(self._work.views, demand)
+                if self._local_start is not None:
+                    self._local_start.step()
             if self._pilots is not None:
                 self._pilots.poll()
             self._collect(timeout=OUTCOME_POLL_SECONDS if self._bundles else HEARTBEAT_INTERVAL)
@@ -229,24 +236,14 @@ class Driver:
                 last_heartbeat = time.monotonic()
         if self._cancel.is_set() and not self.schedule.finished:
             self._stop_everything()
-        if self._abort is not None:
-            final = RunState.FAILED
-        elif self._cancel.is_set() and any(
-            s is JobState.CANCELLED for s in self.schedule.state.values()
-        ):
-            final = RunState.CANCELLED
-        elif any(self.schedule.state[n] is not JobState.SUCCEEDED for n in self.graph.names):
-            final = RunState.FAILED
-        else:
-            final = RunState.SUCCEEDED
+        final = final_run_state(
+            self.schedule.state, aborted=self._abort is not None,
+            cancel_requested=self._cancel.is_set(),
+        )  # fmt: skip
         self.recorder.run_state(final, message=self._abort)
         self._report_progress()
-        logger.info(
-            "run %s ended %s%s",
-            self.context.run_id,
-            final,
-            f": {self._abort}" if self._abort else "",
-        )
+        abort = f": {self._abort}" if self._abort else ""
+        logger.info("run %s ended %s%s", self.context.run_id, final, abort)
         return final
 
     def _memory(self, name: str) -> int | None:
@@ -317,7 +314,8 @@ class Driver:
                 stdout=spec["stdout"], stderr=spec["stderr"],
             )  # fmt: skip
             specs.append(spec)
-        self._bundles.send(pool.name, members, specs)
+        via = self._local_start.route(pool) if self._local_start is not None else ""
+        self._bundles.send(pool.name, members, specs, via=via)
 
     def _collect(self, timeout: float) -> None:
         """Wait for a finished bundle (or a wake-up, or ``timeout``), then settle every job

@@ -161,7 +161,7 @@ class ParslSession:
             with terminal_signals_blocked():
                 self.dfk = DataFlowKernel(config)
                 for executor in executors:
-                    executor.scale_out_facade(self.site.pool(executor.label).init_blocks)
+                    executor.scale_out_facade(self.site.init_blocks_of(executor.label))
         except Exception as exc:
             self.stop()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc

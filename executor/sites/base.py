@@ -39,6 +39,9 @@ def _seconds_or_zero(value: object) -> float:
     return parse_duration(value)
 
 
+#: The label of the executor ``start_locally`` adds (not a pool name a site may use).
+START_LOCALLY = "start-locally"
+
 #: A duration that may be 0 (``queue_wait``: none assumed; ``idle_timeout``: at once).
 SecondsOrZero = Annotated[
     float, Unit(_seconds_or_zero, "a duration (seconds, or text such as 30s, 5m), or 0", "1m")
@@ -96,6 +99,11 @@ class SiteConfig:
         Pilots of a pool waiting in the batch queue at once, at most (the backlog).
     queue_wait
         The queue wait assumed until a pilot of this run has started (then measured).
+    start_locally
+        Workers started at once on the submitting host, which run a pool's jobs while
+        it has no worker of its own yet (its pilots queue), then stop taking jobs and
+        are released once idle. 0 (the default) starts none: a login node is shared,
+        so turn it on only where short jobs may run there.
     """
 
     backend: ClassVar[str] = "base"
@@ -116,6 +124,7 @@ class SiteConfig:
     idle_timeout: SecondsOrZero = 300.0
     max_queued: int = 2
     queue_wait: SecondsOrZero = 0.0
+    start_locally: int = 0
     source: str | None = field(default=None, compare=False)
 
     def forecast_horizon(self) -> float:
@@ -127,6 +136,11 @@ class SiteConfig:
         check_fields(self, where)  # types and units of every field, a backend's too
         if not self.pools:
             object.__setattr__(self, "pools", self.default_pools())
+        if self.start_locally < 0:
+            raise ConfigError(
+                f"{where}: start_locally: {self.start_locally!r} must be a whole number of "
+                "workers >= 0 (0: none)"
+            )
         if self.max_queued < 1:
             raise ConfigError(
                 f"{where}: max_queued: {self.max_queued!r} must be a whole number >= 1"
@@ -134,6 +148,11 @@ class SiteConfig:
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: pools: pool names must be unique")
+        if START_LOCALLY in names:
+            raise ConfigError(
+                f"{where}: pools: {START_LOCALLY!r} is the name of start_locally's workers; "
+                "rename the pool"
+            )
         if not 0 <= self.memory_tolerance <= 10:
             raise ConfigError(
                 f"{where}: memory_tolerance: {self.memory_tolerance:g} must be between 0 and 10 "
@@ -239,12 +258,19 @@ class SiteConfig:
     def workers(self, pool: PoolConfig) -> int:
         return pool.workers or max(1, self.node_cores() // pool.cores)
 
+    def init_blocks_of(self, label: str) -> int:
+        """Blocks executor ``label`` starts with (``start_locally``'s: its one block)."""
+        if label == START_LOCALLY:
+            return 1
+        return self.pool(label).init_blocks
+
     def make_executors(self) -> list[Any]:
-        """One Parsl HighThroughputExecutor per pool, labelled with the pool's name."""
+        """One Parsl HighThroughputExecutor per pool, labelled with the pool's name, and
+        one labelled :data:`START_LOCALLY` on this host when ``start_locally`` asks."""
         from parsl.executors import HighThroughputExecutor
 
         _put_parsl_commands_on_path()
-        return [
+        return self._start_locally_executor() + [
             HighThroughputExecutor(
                 label=pool.name,
                 provider=self.make_provider(pool),
@@ -261,6 +287,28 @@ class SiteConfig:
                 },
             )
             for pool in self.pools
+        ]
+
+    def _start_locally_executor(self) -> list[Any]:
+        if not self.start_locally:
+            return []
+        from parsl.executors import HighThroughputExecutor
+        from parsl.providers import LocalProvider
+
+        return [
+            HighThroughputExecutor(
+                label=START_LOCALLY,
+                # The site's worker_init prepares batch nodes; this host is the driver's.
+                provider=LocalProvider(init_blocks=0, min_blocks=0, max_blocks=1),
+                interchange_launch_cmd=interchange_command(),
+                address="127.0.0.1",
+                max_workers_per_node=self.start_locally,
+                encrypted=True,
+                cores_per_worker=1,
+                heartbeat_period=5,
+                heartbeat_threshold=30,
+                poll_period=5,
+            )
         ]
 
 
