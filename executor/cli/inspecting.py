@@ -46,8 +46,8 @@ def validate(
 ) -> None:
     """Check WORKFLOW without running it: jobs per label, roots, leaves, longest chain,
     which pool of the site each label's jobs go to, the labels' throttles
-    (`max_running:`), and the code that would be shipped (`code:` and --ship: its
-    files, size and sha256).
+    (`max_running:`), the jobs that run even after failures (`always_run:`), and
+    the code that would be shipped (`code:` and --ship: its files, size and sha256).
 
     Exits 2 and lists every problem (file, line, job, field, and how to fix it)
     when the workflow is invalid or a job fits no pool of the site.
@@ -96,6 +96,8 @@ def validate(
         "site": site_config.name,
         "pools": {label: dict(counts) for label, counts in pools_by_label.items()},
         "max_running": dict(graph.max_running),
+        # Jobs that run even when jobs before them failed (a final clean-up or transfer).
+        "always_run": [job.name for job in graph if job.always_run],
         "code": None
         if shipment is None
         else {
@@ -126,6 +128,9 @@ def validate(
     shown = " -> ".join(chain if len(chain) <= 8 else [*chain[:4], "...", *chain[-3:]])
     out.print(Text(f"roots: {facts['roots']}  leaves: {facts['leaves']}  edges: {facts['edges']}"))
     out.print(Text(f"longest chain: {len(chain)} jobs: {shown}"))
+    if facts["always_run"]:
+        names = ", ".join(facts["always_run"][:8]) + (" ..." if facts["always_run"][8:] else "")
+        out.print(Text(f"always run, even after failures: {names}"))
     if shipment is not None:
         out.print(Text(f"code: {describe_shipment(shipment)}"))
         for name, size in shipment.files[:SHOWN_FILES]:

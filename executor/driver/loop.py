@@ -445,6 +445,8 @@ class Driver:
         self._record(name, JobState.FAILED, detail=decision.detail)
         for blocked in self.schedule.fail(name):
             self._record(blocked, JobState.BLOCKED, detail=f"ancestor {name} failed")
+        for released in self.schedule.take_released():  # always_run jobs run anyway
+            self._record(released, JobState.READY, detail=f"always_run, although {name} failed")
         if decision.action == "abort":
             self._abort = f"aborted: job {name} exited with {outcome['exit_code']} (abort_on_exit)"
             self.request_cancel()

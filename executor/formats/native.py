@@ -38,7 +38,7 @@ JOB_KEYS = (
     "name", "label", "command", "function", "args", "kwargs", "after",
     "cores", "memory", "walltime", "retries", "environment",
     "retry_unless_exit", "memory_multiplier", "memory_max", "abort_on_exit", "cluster",
-    "retry_permanent_failures",
+    "retry_permanent_failures", "always_run",
 )  # fmt: skip
 DEFAULT_KEYS = (
     "label", "cores", "memory", "walltime", "retries", "environment",
@@ -51,6 +51,16 @@ def _unknown_key(key: object, valid: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(key), valid, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
     return f"unknown key {key!r}; {hint}"
+
+
+def _not_a_default(key: object) -> str:
+    if key == "always_run":
+        # Every job running after failures would make failures block nothing: say so.
+        return (
+            "always_run: cannot be a default; set `always_run: true` on the jobs that must "
+            "run even when jobs before them failed (a final clean-up or transfer)"
+        )
+    return _unknown_key(key, DEFAULT_KEYS)
 
 
 def graph_from_dict(
@@ -123,9 +133,7 @@ def _checked_defaults(defaults: Mapping[str, Any], source: str) -> tuple[dict[st
     """
     line = getattr(defaults, "line", 0)
     place = f"{source}:{line}: defaults" if line else f"{source}: defaults"
-    problems = [
-        f"{place}: {_unknown_key(k, DEFAULT_KEYS)}" for k in defaults if k not in DEFAULT_KEYS
-    ]
+    problems = [f"{place}: {_not_a_default(k)}" for k in defaults if k not in DEFAULT_KEYS]
     known = {k: v for k, v in defaults.items() if k in DEFAULT_KEYS}
     # A stand-in job that takes every default and sets nothing else of its own.
     probe, found = _job_from_mapping({"name": "defaults", "command": "true"}, known)
@@ -284,6 +292,7 @@ def _job_from_mapping(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> tu
         abort_on_exit=merged.get("abort_on_exit"),
         retry_permanent_failures=merged.get("retry_permanent_failures", False),
         cluster=None if merged.get("cluster") is None else str(merged["cluster"]),
+        always_run=raw.get("always_run", False),
     )
     return job, problems
 
@@ -326,6 +335,8 @@ def graph_to_dict(graph: JobGraph) -> dict[str, Any]:
             entry["cluster"] = job.cluster
         if job.retry_permanent_failures:
             entry["retry_permanent_failures"] = True
+        if job.always_run:
+            entry["always_run"] = True
         jobs.append(entry)
     data: dict[str, Any] = {"name": graph.name, "jobs": jobs}
     if graph.workdir is not None:

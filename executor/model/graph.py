@@ -55,6 +55,8 @@ class Job:
     """One node of the graph: a shell command or a Python function, and what it needs.
 
     ``memory`` is in megabytes and ``walltime`` in seconds; ``None`` means "not set".
+    A job with ``always_run`` is not blocked when an ancestor fails: it runs once every
+    parent has ended (:mod:`executor.policy.schedule` says exactly when).
     """
 
     name: str
@@ -77,6 +79,9 @@ class Job:
     # Retry even what cannot succeed on a retry (a missing program or module, exit 127).
     retry_permanent_failures: bool = False
     cluster: str | None = None  # a user key for static clustering (`cluster_by: cluster`)
+    # Runs once all its parents have ended, however they ended (a final clean-up or
+    # transfer, bps's final job), instead of being blocked by a failure above it.
+    always_run: bool = False
 
     @property
     def kind(self) -> Literal["function", "shell"]:
@@ -134,6 +139,11 @@ def check_job(job: Job) -> list[str]:
     if not isinstance(job.retry_permanent_failures, bool):
         problems.append(
             f"retry_permanent_failures: {job.retry_permanent_failures!r} must be true or false"
+        )
+    if not isinstance(job.always_run, bool):
+        problems.append(
+            f"always_run: {job.always_run!r} must be true or false (true: the job runs once "
+            "its parents have ended, even if some failed)"
         )
     for key, value in job.environment.items():
         if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):

@@ -15,6 +15,16 @@ in rank order), and the best of them is admitted each time one of the label's jo
 leaves. So every job in the ready heap can be handed out as it is, and a label with
 100,000 held jobs costs nothing per round. (A job that becomes ready while its label is
 full waits behind the label's jobs admitted before it, whatever their ranks.)
+
+A job that fails for good blocks its descendants: they will never run. A job with
+``always_run`` is the exception: it waits until each of its parents has *ended*
+(succeeded, failed, or blocked by a failure further up) and then becomes ready as if
+they had all succeeded; a parent that fails or is blocked counts as ended. Blocking
+stops at it: its own descendants wait for it and run if it succeeds. The jobs that a
+failure makes ready this way are handed to the driver by :meth:`Schedule.take_released`
+(the driver records them ready, as it does the children :meth:`~Schedule.succeed`
+returns). A cancel (``pilot cancel``, ``abort_on_exit``) still cancels an ``always_run``
+job that has not started, like every other job: a cancelled run runs nothing more.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class Schedule:
         self._throttled = {job.name: job.label for job in graph if job.label in self._limit}
         # Jobs still pending, ready or running; the run is over when none are left.
         self.unfinished = len(self.state)
+        self._always_run = {job.name for job in graph if job.always_run}
+        self._released: list[str] = []  # always_run jobs a failure made ready, not yet taken
         roots = []
         for job in graph:
             parents = set(job.after)
@@ -171,15 +183,54 @@ class Schedule:
         return ready
 
     def fail(self, name: str) -> list[str]:
-        """Record a final failure; return the descendants that are now blocked."""
+        """Record a final failure; return the descendants that are now blocked.
+
+        Descendants with ``always_run`` are not blocked, and blocking does not pass
+        through them: the failed job (and each job it blocks) counts as an ended parent
+        of theirs, and those whose parents have now all ended are ready
+        (:meth:`take_released`).
+        """
         self._finish(name, JobState.FAILED)
-        blocked = []
-        for descendant in self.graph.descendants(name):
-            if self.state[descendant] is JobState.PENDING:
-                self.state[descendant] = JobState.BLOCKED
-                blocked.append(descendant)
+        if not self._always_run:  # the common case: every pending descendant is blocked
+            blocked = [d for d in self.graph.descendants(name) if self._block(d)]
+        else:
+            blocked = self._block_below(name)
         self.unfinished -= 1 + len(blocked)
         return blocked
+
+    def _block(self, name: str) -> bool:
+        if self.state[name] is not JobState.PENDING:
+            return False
+        self.state[name] = JobState.BLOCKED
+        return True
+
+    def _block_below(self, name: str) -> list[str]:
+        """Block the descendants of ``name`` down to the ``always_run`` jobs, releasing those."""
+        blocked: list[str] = []
+        ended = [name]  # jobs that ended without succeeding: failed, then blocked
+        while ended:
+            parent = ended.pop()
+            for child in set(self.graph.children(parent)):
+                if self.state[child] is not JobState.PENDING:
+                    continue  # blocked already, through another parent
+                if child not in self._always_run:
+                    self.state[child] = JobState.BLOCKED
+                    blocked.append(child)
+                    ended.append(child)
+                    continue
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0:
+                    self._push(child)
+                    self._released.append(child)
+        return blocked
+
+    def take_released(self) -> list[str]:
+        """The ``always_run`` jobs that failures made ready since the last call.
+
+        They are in the ready queue already; the driver records them ``ready``.
+        """
+        released, self._released = self._released, []
+        return released
 
     def cancel_unstarted(self) -> list[str]:
         """Cancel every job that has not started; return their names."""
