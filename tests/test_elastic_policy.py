@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor.policy.elastic import (
+    IDLE_GRACE,
     Decision,
     PilotPhase,
     PilotView,
@@ -37,6 +38,7 @@ from executor.policy.elastic import (
     ScalingInput,
     Soon,
     WorkView,
+    _wanted,
     decide,
     forecast,
     queue_wait_estimate,
@@ -190,8 +192,10 @@ def test_no_work_nothing_submitted_and_idle_pilots_released(state):
                          limits=state.limits, queue_wait=state.queue_wait)  # fmt: skip
     decision = decide(state)
     assert decision.submit == 0
+    # Nothing ahead for them: idle pilots go once past the grace, not only at the timeout.
+    grace = min(IDLE_GRACE, state.limits.idle_timeout)
     expired = [p for p in state.pilots if p.phase is R and p.busy == 0
-               and state.now - p.idle_since >= state.limits.idle_timeout]  # fmt: skip
+               and state.now - p.idle_since >= grace]  # fmt: skip
     running = sum(1 for p in state.pilots if p.phase is R)
     released = [b for b in decision.release if _by_id(state)[b].phase is R]
     assert len(released) == min(len(expired), max(0, running - state.limits.min_blocks))
@@ -202,7 +206,7 @@ def test_no_work_nothing_submitted_and_idle_pilots_released(state):
 
 @PROPERTY
 @given(inputs())
-def test_running_pilots_released_only_after_timeout_or_at_walltime(state):
+def test_running_pilots_released_only_when_idle_and_not_needed_or_at_walltime(state):
     decision = decide(state)
     pilots = _by_id(state)
     cutoff = state.work.ready.quantile(state.limits.drain_quantile)
@@ -211,12 +215,23 @@ def test_running_pilots_released_only_after_timeout_or_at_walltime(state):
         if cutoff is not None and p.ends is not None and p.ends - state.now < cutoff
     }  # fmt: skip
     idle = [b for b in decision.release if pilots[b].phase is R and b not in at_walltime]
+    limits = state.limits
+    early = []
     for block in idle:
-        assert state.now - pilots[block].idle_since >= state.limits.idle_timeout
+        waited = state.now - pilots[block].idle_since
+        assert waited >= min(IDLE_GRACE, limits.idle_timeout)
+        if waited < limits.idle_timeout:
+            early.append(block)
     if idle:
         assert decision.submit == 0
     running = sum(1 for p in pilots.values() if p.phase is R and p.block_id not in at_walltime)
-    assert running - len(idle) >= min(running, state.limits.min_blocks)
+    assert running - len(idle) >= min(running, limits.min_blocks)
+    if early:  # before its timeout only when the work there is now needs no more pilots
+        work = state.work
+        jobs = work.ready.count + work.running.count
+        seconds = work.ready.seconds + work.running.seconds
+        now_wanted = _wanted(jobs, seconds, limits.work_per_worker)
+        assert running - len(idle) >= min(running, math.ceil(now_wanted / limits.workers - 1e-9))
 
 
 @PROPERTY
@@ -340,8 +355,12 @@ def test_idle_pilot_kept_while_work_is_due_within_the_queue_wait():
     due = WorkView(soon=(Soon(NOW + 100, 8, 8 * 600.0),))
     assert at(due, running("r0"), running("r1")).release == ()
     assert at(WorkView(), running("r0"), running("r1")).release == ("r0", "r1")
-    recent = running("r0", idle_since=NOW - 30)  # idle 30 s of its 60
-    assert at(WorkView(), recent).release == ()
+    # Idle 30 s of its 60: kept for work due within its timeout, else released now.
+    recent = running("r0", idle_since=NOW - 30)
+    assert at(WorkView(soon=(Soon(NOW + 20, 4, 4 * 600.0),)), recent).release == ()
+    assert at(WorkView(), recent).release == ("r0",)
+    just_idle = running("r0", idle_since=NOW - 1)  # within the grace: a bundle may be coming
+    assert at(WorkView(), just_idle).release == ()
 
 
 def test_idle_release_keeps_min_blocks():
@@ -485,3 +504,13 @@ def test_queue_wait_estimate_counts_pilots_still_queued_as_at_least_their_wait()
     assert queue_wait_estimate([40.0, 50.0, 60.0], [1.0] * 50) == 50.0
     # Two of five still queued beyond the rest: the median is the third start.
     assert queue_wait_estimate([10.0, 20.0, 30.0], [100.0, 100.0]) == 30.0
+
+
+def test_idle_pilot_goes_before_its_timeout_only_when_no_work_is_due_within_it():
+    # Queue wait 0: the pilot is kept for work due within idle_timeout (60 s), not only
+    # within the queue wait, and goes at once when the next work is due later.
+    recent = running("r0", idle_since=NOW - 10)
+    due_soon = WorkView(soon=(Soon(NOW + 45, 4, 4 * 600.0),))
+    due_late = WorkView(soon=(Soon(NOW + 500, 4, 4 * 600.0),))
+    assert at(due_soon, recent, queue_wait=0.0).release == ()
+    assert at(due_late, recent, queue_wait=0.0).release == ("r0",)

@@ -62,6 +62,10 @@ glideins the same way). Never in a decision that submits.
 for ``idle_timeout`` is released, the soonest to end first, while more pilots run
 than ``min_blocks`` and than the most wanted anywhere from now to ``arrival``: a
 pilot needed within the queue wait is kept, since its replacement would take ``qw``.
+A pilot idle for only ``IDLE_GRACE`` seconds goes too when the graph wants fewer
+pilots than run anywhere from now to ``idle_timeout`` ahead: it would idle until its
+timeout and go then, so waiting only wastes it (Parsl, which sees only the tasks it
+holds, must wait ``max_idletime``; a serial tail releases its idle pilots at once).
 No idle pilot is released in a decision that submits one. A busy pilot is never
 released.
 
@@ -235,6 +239,11 @@ def _paused(state: ScalingInput) -> str | None:
     return " and ".join(why) + "; not submitting more pilots (the pilot log says why)"
 
 
+#: Seconds a pilot must have idled before it may go ahead of ``idle_timeout`` (a
+#: bundle may be on its way to it as it reports idle).
+IDLE_GRACE = 3.0
+
+
 def _wanted(jobs: float, seconds: float, min_work: float) -> float:
     """Workers worth having for ``jobs`` jobs of ``seconds`` worker-seconds in all."""
     if jobs <= 1e-9:
@@ -283,12 +292,19 @@ def decide(state: ScalingInput) -> Decision:
             start = max(now, p.submitted + qw)
             end = start + limits.walltime - margin if limits.walltime is not None else math.inf
             capacity.append(Capacity(start, end, p.workers))
-    projection = project(now, arrival, work, capacity)
     min_work = limits.work_per_worker
-    wanted = [
-        _wanted(n, s, min_work) for n, s in zip(projection.jobs, projection.seconds, strict=True)
-    ]
+
+    def wanted_until(until: float) -> list[float]:
+        projection = project(now, until, work, capacity)
+        pairs = zip(projection.jobs, projection.seconds, strict=True)
+        return [_wanted(n, s, min_work) for n, s in pairs]
+
+    wanted = wanted_until(arrival)
     want_arrival, want_window = wanted[-1], max(wanted)
+    # Played forward at least idle_timeout ahead: a pilot the graph has no work for
+    # within that would idle until its timeout anyway, so it goes now (see Release).
+    ahead = now + limits.idle_timeout
+    want_ahead = max(want_window, max(wanted_until(ahead)) if ahead > arrival else 0.0)
 
     # Pilots that will still take work when a pilot submitted now arrives.
     lasting = sum(1 for p in serving if p.ends is None or p.ends - arrival >= margin)
@@ -322,10 +338,15 @@ def decide(state: ScalingInput) -> Decision:
             cancel = [p.block_id for p in newest[:surplus]]
         idle = sorted(
             (p for p in running if p.busy == 0 and p.idle_since is not None
-             and now - p.idle_since >= limits.idle_timeout),
+             and now - p.idle_since >= min(limits.idle_timeout, IDLE_GRACE)),
             key=lambda p: (p.ends if p.ends is not None else math.inf, p.idle_since),
         )  # fmt: skip
-        release.extend(p.block_id for p in idle[: max(0, len(running) - keep)])
+        keep_ahead = max(keep, math.ceil(want_ahead / limits.workers - 1e-9))
+        chosen = idle[: max(0, len(running) - keep_ahead)]  # no work for them ahead
+        timed_out = [p for p in idle if now - p.idle_since >= limits.idle_timeout]  # type: ignore[operator]
+        quota = max(0, len(running) - keep) - len(chosen)
+        chosen += [p for p in timed_out if p not in chosen][: max(0, quota)]
+        release.extend(p.block_id for p in chosen)
 
     reason = (
         f"qw {qw:.0f}s; ready {work.ready.count} ({work.ready.seconds:.0f} s), running "
