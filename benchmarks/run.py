@@ -308,6 +308,89 @@ def row_shipped(n: int, scratch: Path) -> tuple[str, float, float, str]:
         f"built in {build_seconds:.2f}s"  # fmt: skip
 
 
+# Parsl's workers unpickle the bash_app by reference to this module: put it on their path.
+_TRACED = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [{here!r}, os.environ.get("PYTHONPATH")]))
+import run
+run.{function}(Path({workdir!r}), {n})
+"""
+
+
+def pilot_true_jobs(workdir: Path, n: int) -> None:
+    import executor
+
+    wf = executor.Workflow(f"true-{n}")
+    for i in range(n):
+        wf.shell(f"true-{i}", "true", label="true")
+    pilot_run(wf.build(), workdir)
+
+
+def parsl_true_jobs(workdir: Path, n: int) -> None:
+    """Plain Parsl as its documentation shows: a bash_app with stdout and stderr files."""
+    from parsl.app.bash import BashApp
+
+    dfk = parsl_htex(workdir)
+    logs = workdir / "logs"
+    logs.mkdir()
+    try:
+        app = BashApp(_true_logged, data_flow_kernel=dfk)
+        futures = [app(stdout=str(logs / f"{i}.out"), stderr=str(logs / f"{i}.err"))
+                   for i in range(n)]  # fmt: skip
+        for future in futures:
+            future.result()
+    finally:
+        dfk.cleanup()
+
+
+def _true_logged(stdout=None, stderr=None):
+    return "true"
+
+
+def traced_metadata_ops(function: str, n: int, scratch: Path) -> tuple[float, int, float]:
+    """Run ``function`` under ``strace -f`` and count the system calls on paths under its
+    working directory (creates, opens, stats, mkdirs, renames, unlinks).
+
+    Returns the calls on each job's own files (``logs`` and below) per job, the calls on
+    everything else (the run's own files and the polling of the outcome logs and the
+    cancel marker, which grows with time, not jobs), and the traced run's seconds.
+    """
+    workdir = _fresh(scratch)
+    trace = workdir.parent / f"{workdir.name}.strace"
+    code = _TRACED.format(here=str(HERE), function=function, workdir=str(workdir), n=n)
+    started = time.perf_counter()
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace),
+                    sys.executable, "-c", code], check=True, capture_output=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    root = str(workdir) + os.sep
+    per_job = other = 0
+    for line in trace.read_text().splitlines():
+        quoted = line.split('"')
+        if len(quoted) > 1 and quoted[1].startswith(root):
+            path = quoted[1].split(" ")[0]
+            if f"{os.sep}logs{os.sep}" in path or path.endswith(f"{os.sep}logs"):
+                per_job += 1
+            else:
+                other += 1
+    return per_job / n, other, seconds
+
+
+def row_metadata(n: int, scratch: Path) -> tuple[str, float, float, str]:
+    """File-system metadata operations on each job's files in the run directory, for
+    `true` jobs: pilot against a Parsl bash_app with stdout and stderr files."""
+    import shutil
+
+    if shutil.which("strace") is None:
+        return "run-dir metadata ops per job (needs strace)", float("nan"), float("nan"), ""
+    ours, ours_other, ours_seconds = traced_metadata_ops("pilot_true_jobs", n, scratch)
+    theirs, theirs_other, theirs_seconds = traced_metadata_ops("parsl_true_jobs", n, scratch)
+    return f"run-dir metadata ops per job, {n} `true` jobs", ours, theirs, \
+        f"target <= 1; besides: pilot {ours_other} in {ours_seconds:.0f}s traced, parsl " \
+        f"{theirs_other} in {theirs_seconds:.0f}s (polling, run files; strace -f)"  # fmt: skip
+
+
 def _fresh(scratch: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=scratch))
 
@@ -327,6 +410,7 @@ def main() -> None:
         ("5", lambda s: row_big_graph(big, s)),
         ("6", lambda s: row_restart(big, s)),
         ("7", lambda s: row_shipped(n, s)),
+        ("8", lambda s: row_metadata(200 if args.quick else 1_000, s)),
     ]
     wanted = set(args.only.split(",")) if args.only else {key for key, _ in rows}
     print(f"{'benchmark':58} {'pilot':>10} {'parsl':>10} {'ratio':>7}  note", flush=True)

@@ -89,17 +89,19 @@ def test_a_fault_of_the_worker_with_one_job_is_that_jobs_failure_with_its_traceb
     logs.mkdir(parents=True)
     (logs / "no-log-dir").write_text("")  # a file where the job's log directory goes
     (logs / "in-worker" / "attempt-1.out").mkdir(parents=True)  # a log that cannot be opened
+    # Logs are created only when a job writes to them: these jobs write.
     specs = [
         _spec(tmp_path, "first", "true"),
-        _spec(tmp_path, "no-log-dir", "true"),
-        _spec(tmp_path, "in-worker", kind="function", function="json:dumps", args=[1],
+        _spec(tmp_path, "no-log-dir", "echo out"),
+        _spec(tmp_path, "in-worker", kind="function", function="builtins:print", args=[1],
               in_process=True),
         _spec(tmp_path, "last", "true"),
     ]  # fmt: skip
     outcomes = worker.run_bundle(specs)
     assert [o["state"] for o in outcomes] == ["succeeded", "failed", "failed", "succeeded"]
     assert [o["failure_class"] for o in outcomes[1:3]] == ["worker_error", "worker_error"]
-    assert "Traceback" in outcomes[1]["message"] and "FileExistsError" in outcomes[1]["message"]
+    assert "Traceback" in outcomes[1]["message"]
+    assert "NotADirectoryError" in outcomes[1]["message"]
     assert "IsADirectoryError" in outcomes[2]["message"]
     # The worker process is intact: a function job after the fault runs in it as usual.
     again = worker.run_bundle([_spec(tmp_path, "fn", kind="function", function="json:dumps",

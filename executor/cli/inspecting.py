@@ -1,4 +1,4 @@
-"""Commands that look at workflows and runs: validate, status, report, logs."""
+"""Commands that look at workflows and runs: validate, status, report."""
 
 from __future__ import annotations
 
@@ -318,82 +318,3 @@ def _print_trace(store, run: str) -> None:
     with store, store.snapshot():
         rows = trace(store, get_run(store, run)["id"])
     click.echo(to_tsv(TRACE_COLUMNS, rows), nl=False)
-
-
-@cli.command()
-@click.argument("run")
-@click.argument("job")
-@click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
-@click.option("--stderr", "which", flag_value="stderr", help="Print stderr instead of stdout.")
-@click.option(
-    "-f", "--follow", is_flag=True, help="Keep printing what the job writes until its attempt ends."
-)
-@db_option
-def logs(
-    run: str, job: str, attempt: int | None, which: str | None, follow: bool, db: Path | None
-) -> None:
-    """Print the captured stdout (or --stderr) of JOB in RUN, also while it runs.
-
-    With -f, keep printing lines as the job writes them until its attempt ends (or
-    the run's driver is gone); Ctrl-C stops following and leaves the job running.
-
-    \b
-    Examples:
-      pilot logs 20261122-101500-ab12 isr-3
-      pilot logs 20261122-101500-ab12 isr-3 --attempt 1 --stderr
-      pilot logs 20261122-101500-ab12 isr-3 -f
-    """
-    import difflib
-
-    from executor.store.queries import attempts_of, get_run, job_names, job_row
-
-    store, _ = open_store(db)
-    with store:
-        run_row = get_run(store, run)
-        row = job_row(store, run_row["id"], job)
-        if row is None:
-            close = difflib.get_close_matches(job, job_names(store, run_row["id"]), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise BadInput(f"run {run_row['id']} has no job {job!r}{hint}")
-        attempts = attempts_of(store, run_row["id"], job)
-        if not attempts:
-            raise BadInput(f"job {job!r} has not run (state: {row['state']}), so it has no logs")
-        chosen = (
-            attempts[-1]
-            if attempt is None
-            else next((a for a in attempts if a["attempt"] == attempt), None)
-        )
-        if chosen is None:
-            numbers = ", ".join(str(a["attempt"]) for a in attempts)
-            raise BadInput(f"job {job!r} has no attempt {attempt}; its attempts: {numbers}")
-        path = chosen["stderr" if which == "stderr" else "stdout"]
-        if not path:  # an attempt recorded before log paths were known at submit
-            raise BadInput(f"attempt {chosen['attempt']} of {job!r} has no log recorded")
-        if follow:
-            _follow_log(store, run_row["id"], job, chosen["attempt"], Path(path))
-            return
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        if chosen["state"] == "running":
-            raise BadInput(
-                f"attempt {chosen['attempt']} of {job!r} has no log yet: it is queued in its "
-                f"pilot, not started (`pilot logs {run_row['id']} {job} -f` waits for it)"
-            ) from exc
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
-
-def _follow_log(store: Any, run_id: str, job: str, attempt: int, path: Path) -> None:
-    from executor.cli.follow import attempt_running, follow_file
-
-    try:
-        follow_file(path, lambda: attempt_running(store, run_id, job, attempt), sys.stdout.buffer)
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        sys.exit(EXIT_CANCELLED)
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc

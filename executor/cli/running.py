@@ -87,11 +87,13 @@ def submit(
       pilot submit workflow.yaml --site usdf-slurm --detach --driver-on usdf-slurm
       pilot submit montage-chameleon-dss-15d-001.json --time-scale 1000
     """
+    from executor.driver.parsl_session import import_lean
     from executor.formats import load_workflow
     from executor.policy.pools import assign_pools
     from executor.runs.start import start_run
     from executor.sites import get_site
 
+    import_lean()  # this process drives one run, on one site
     if driver_on and not detach:
         raise BadInput("--driver-on puts a detached driver in a batch job: add --detach")
     graph = load_workflow(workflow, time_scale=time_scale)
@@ -209,7 +211,10 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
       pilot restart 20261122-101500-ab12
       pilot restart 20261122-101500-ab12 --workflow workflow-fixed.yaml --detach
     """
+    from executor.driver.parsl_session import import_lean
     from executor.runs.resume import resume_run
+
+    import_lean()  # this process drives one run, on one site
 
     store, _ = open_store(db)
     with store:
@@ -304,10 +309,12 @@ def drive_detached(run: str, adopt: bool, db: Path | None) -> None:
     Example:
       python -m executor _drive RUN --db PATH   (started by pilot itself)
     """
+    from executor.driver.parsl_session import import_lean
     from executor.runs.detach import adopt_run, wait_to_be_named_driver
     from executor.runs.drive import drive
     from executor.runs.resume import load_run
 
+    import_lean()  # this process drives one run, on one site
     _log_to_driver_log()
     store, _ = open_store(db)
     with store:

@@ -9,7 +9,9 @@ both problems out of the driver's loop.
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +19,46 @@ from pathlib import Path
 from typing import Any
 
 from executor.model.states import FailureClass
+from executor.worker.lean_parsl import SkipForParsl
 from executor.worker.outcome import CodeMissing, Outcome, failed
 
 logger = logging.getLogger(__name__)
+
+
+# `import parsl` also imports the Kubernetes client, the Globus Compute SDK, boto3 and
+# SQLAlchemy when they are installed, for backends these sites never use: about 0.9 s
+# of its 1.3 s here (`python -X importtime`), at every start of a driver, and again in
+# each of Parsl's own processes (:mod:`executor.worker.lean_parsl`). Other backends
+# (plugins too) get Parsl whole.
+_LEAN_BACKENDS = ("local", "slurm")
+_LEAN = {"enabled": False}
+
+
+def import_lean() -> None:
+    """In this process, import Parsl without the optional modules its site does not use.
+
+    For processes that drive one run and exit (``pilot submit``, ``pilot restart``):
+    Parsl remembers for good that a skipped module is absent, so a later run of another
+    site in the same process could not use it.
+    """
+    _LEAN["enabled"] = True
+
+
+def import_parsl(site: Any) -> None:
+    """Import what a :class:`ParslSession` uses (once per process; lean when asked)."""
+    if not _LEAN["enabled"] or getattr(site, "backend", None) not in _LEAN_BACKENDS:
+        return
+    if "parsl.dataflow.dflow" in sys.modules:
+        return
+    finder = SkipForParsl()
+    sys.meta_path.insert(0, finder)
+    try:
+        import parsl.app.python  # noqa: F401
+        import parsl.dataflow.dflow  # noqa: F401
+        import parsl.executors  # noqa: F401
+        import parsl.providers  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
 
 
 @contextmanager
@@ -59,6 +98,85 @@ def kill_executor(executor: Any) -> None:
     if process is not None and process.poll() is None:
         process.kill()
         process.wait(timeout=10)
+
+
+_LEAN_LAUNCHER = ("-m", "executor.worker.lean_parsl")
+
+
+def launch_lean(executor: Any, backend: str) -> None:
+    """Start the executor's interchange, and on a local site its worker pools, through
+    :mod:`executor.worker.lean_parsl`: each of Parsl's processes then boots without the
+    optional packages it never uses.
+
+    Only processes that run on this host with this interpreter (which has pilot): the
+    interchange always, a pool when the site is local. A command of another shape (a
+    site's own) is left as it is.
+    """
+    command = list(getattr(executor, "interchange_launch_cmd", None) or ())
+    if command and command[-1].endswith("interchange.py"):
+        if len(command) >= 2 and command[-2] == sys.executable:
+            # The lifeline trampoline execs `python interchange.py`: exec the launcher.
+            executor.interchange_launch_cmd = [*command[:-1], *_LEAN_LAUNCHER, command[-1]]
+        elif len(command) == 1:
+            executor.interchange_launch_cmd = [sys.executable, *_LEAN_LAUNCHER, command[0]]
+    launch = getattr(executor, "launch_cmd", None)
+    pool = isinstance(launch, str) and launch.startswith("process_worker_pool.py ")
+    if backend == "local" and pool:
+        # A format template: braces in the interpreter's path must stay literal.
+        python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+        executor.launch_cmd = f"{python} {' '.join(_LEAN_LAUNCHER)} {launch}"
+
+
+def start_blocks_with_interchange(executor: Any, blocks: int) -> bool:
+    """Make ``executor.start()`` launch its first ``blocks`` as it launches its interchange.
+
+    Parsl starts a HighThroughputExecutor's interchange, waits until it has bound a port
+    for workers, and only then can a worker pool be told where to connect: the pool's
+    boot (seconds: it imports Parsl, then starts its workers, which import it again)
+    comes after the interchange's. With the port chosen here first, the pool starts at
+    the same moment as the interchange, and its connection waits (ZeroMQ retries) until
+    the interchange listens. Returns ``False``, changing nothing, for an executor that is
+    not one Parsl starts this way, has a worker port set already, or starts no blocks.
+    """
+    launch_interchange = getattr(executor, "_start_local_interchange_process", None)
+    if blocks <= 0 or launch_interchange is None or executor.worker_port is not None:
+        return False
+    try:
+        executor.worker_port = free_port(executor.worker_port_range or (54000, 55000))
+    except OSError:  # none free: Parsl's interchange chooses, as without this
+        return False
+    compose = executor.initialize_scaling
+
+    def launch_both() -> None:
+        compose()  # the pool's command line, which needs only the port
+        executor.initialize_scaling = lambda: None  # start() composes it after this
+        executor.scale_out_facade(blocks)
+        launch_interchange()
+
+    executor._start_local_interchange_process = launch_both
+    return True
+
+
+def free_port(port_range: tuple[int, int]) -> int:
+    """A TCP port in ``port_range`` that nothing listens on now, on any address.
+
+    The interchange binds it a moment later; in between another process could take it
+    (then the interchange cannot start and the site fails to start, as for any port
+    conflict). Ports are tried in random order, as Parsl's own choice does.
+    """
+    import random
+    import socket
+
+    low, high = port_range
+    candidates = random.sample(range(low, high), min(100, high - low))
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port for workers in {low}-{high}")
 
 
 def stop_parsl(dfk: Any, timeout: float) -> None:
@@ -125,8 +243,10 @@ class ParslSession:
     """Parsl for one run: a DataFlowKernel with one HighThroughputExecutor per pool.
 
     :meth:`start` launches the first pilots at once (not at Parsl's first strategy
-    poll, 5 s later) and returns while they boot, so a restart can start Parsl first
-    and load its graph meanwhile. Use as a context manager, or call :meth:`stop`.
+    poll, 5 s later), together with each pool's interchange rather than after it
+    (:func:`start_blocks_with_interchange`), and returns while they boot, so a restart
+    can start Parsl first and load its graph meanwhile. Use as a context manager, or
+    call :meth:`stop`.
     """
 
     def __init__(self, site: Any, run_dir: Path, shutdown_seconds: float = 30.0):
@@ -139,6 +259,7 @@ class ParslSession:
         self._log_handler: logging.Handler | None = None
 
     def start(self) -> ParslSession:
+        import_parsl(self.site)
         from parsl.app.python import PythonApp
         from parsl.config import Config
         from parsl.dataflow.dflow import DataFlowKernel
@@ -157,12 +278,23 @@ class ParslSession:
             initialize_logging=False,
         )
         self._log_handler = _parsl_log_handler(self.run_dir / "parsl" / "parsl.log")
+        for executor in executors:
+            launch_lean(executor, self.site.backend)
+        early = {
+            executor.label
+            for executor in executors
+            if start_blocks_with_interchange(executor, self.site.init_blocks_of(executor.label))
+        }
         try:
             with terminal_signals_blocked():
                 self.dfk = DataFlowKernel(config)
                 for executor in executors:
-                    executor.scale_out_facade(self.site.init_blocks_of(executor.label))
+                    if executor.label not in early:
+                        executor.scale_out_facade(self.site.init_blocks_of(executor.label))
         except Exception as exc:
+            if self.dfk is None:  # blocks may be up already, with no DataFlowKernel to stop them
+                for executor in executors:
+                    kill_executor(executor)
             self.stop()
             raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
         self.executors = {executor.label: executor for executor in executors}

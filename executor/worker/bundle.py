@@ -24,6 +24,8 @@ import time
 from typing import Any, cast
 
 from . import outcome_log
+from .capture import Capture, read_scratch, scratch_file
+from .environ import own_environment, slurm_variables
 from .outcome import (
     STARTED,
     CodeMissing,
@@ -32,10 +34,11 @@ from .outcome import (
     Outcome,
     StartRecord,
     failed,
+    limit_result,
     succeeded,
 )
 from .spec import JobSpec
-from .watch import Watch, kill_group
+from .watch import CancelMarker, Watch, kill_group
 
 # Runs a function job in a fresh interpreter: reads the call from stdin, imports the
 # module from the working directory, and writes the JSON-encoded return value.
@@ -44,10 +47,12 @@ _FUNCTION_RUNNER = """
 import importlib, json, os, sys, traceback
 call = json.load(sys.stdin)
 sys.path[:0] = [*call["code"], os.getcwd()]
+def hand_back(fd, value):
+    with os.fdopen(fd, "w") as out:
+        json.dump(value, out, default=repr)
 def fail(stage, exc):
     traceback.print_exc()
-    with open(call["error_path"], "w") as out:
-        json.dump({"stage": stage, "type": type(exc).__name__, "message": str(exc)}, out)
+    hand_back(call["error_fd"], {"stage": stage, "type": type(exc).__name__, "message": str(exc)})
     sys.exit(1)
 try:
     module_name, _, attribute = call["function"].partition(":")
@@ -60,13 +65,14 @@ try:
     value = target(*call["args"], **call["kwargs"])
 except Exception as exc:
     fail("call", exc)
-with open(call["result_path"], "w") as out:
-    json.dump(value, out, default=repr)
+hand_back(call["result_fd"], value)
 """
-# The runner above writes ``<log stem>.error.json`` only when the function fails (one
-# file more only then): ``stage`` is ``resolve`` (the module or the name could not be
-# found: the job never started) or ``call`` (the function raised), with the exception's
-# type and message. SystemExit passes through: its code is the job's exit code.
+# The runner hands back the JSON-encoded return value on one descriptor and, only when
+# the function fails, the error on the other (unnamed scratch files of the worker's
+# node, :mod:`executor.worker.capture`: nothing is created in the run directory):
+# ``stage`` is ``resolve`` (the module or the name could not be found: the job never
+# started) or ``call`` (the function raised), with the exception's type and message.
+# SystemExit passes through: its code is the job's exit code.
 
 
 # A command string with nothing for a shell to do (no quotes, variables, globs,
@@ -105,20 +111,20 @@ _BASE_ENVIRONMENTS: dict[str, dict[str, str]] = {}
 def _base_environment(path: str | None) -> dict[str, str]:
     """The environment saved at submit time, so a restart runs jobs in the same one."""
     if not path:
-        return dict(os.environ)
+        return dict(own_environment())
     if path not in _BASE_ENVIRONMENTS:
         try:
             with open(path) as handle:
                 _BASE_ENVIRONMENTS[path] = json.load(handle)
         except (OSError, ValueError):
-            return dict(os.environ)  # no shared filesystem: the pilot's own environment
+            return dict(own_environment())  # no shared filesystem: the pilot's own
     return dict(_BASE_ENVIRONMENTS[path])
 
 
 def _environment(spec: JobSpec) -> dict[str, str]:
     env = _base_environment(spec.get("environment_file"))
     # The pilot's batch-job variables (SLURM_JOB_ID, ...) say where the job runs now.
-    env.update((k, v) for k, v in os.environ.items() if k.startswith("SLURM_"))
+    env.update(slurm_variables())
     env.update(spec.get("environment") or {})
     env.update(
         PILOT_RUN_ID=spec["run_id"],
@@ -167,8 +173,11 @@ def run_bundle(
             return cast(CodeMissing, ready)
         trees = [ready[item["sha256"]] for item in code if not item.get("runtime")]
     outcomes = []
+    markers: dict[str | None, CancelMarker] = {}
     for spec in specs:
-        outcome = _run_one(spec, trees)
+        path = spec.get("cancel_path")
+        marker = markers.get(path) or markers.setdefault(path, CancelMarker(path))
+        outcome = _run_one(spec, trees, marker)
         outcomes.append(outcome)
         log = spec.get("outcome_log")
         if log:
@@ -177,13 +186,12 @@ def run_bundle(
     return outcomes
 
 
-def _run_one(spec: JobSpec, trees: list[str]) -> Outcome:
+def _run_one(spec: JobSpec, trees: list[str], cancel: CancelMarker) -> Outcome:
     """One job's outcome, whatever happens: nothing one job does reaches its bundle-mates."""
-    cancel_path = spec.get("cancel_path")
-    if cancel_path and os.path.exists(cancel_path):
+    if cancel.present():
         return failed("cancelled", "the run was cancelled before this job started")
     try:
-        return run_job({**spec, "code": trees} if trees else spec)
+        return run_job({**spec, "code": trees} if trees else spec, cancel)
     except Exception:  # a fault of this runtime (or its node) with this job, not the job's own
         import traceback
 
@@ -201,19 +209,23 @@ def _code_failure(exc: BaseException) -> Outcome:
     return failed("code_unavailable", f"the shipped code is not usable on {host}: {exc}", host=host)
 
 
-def run_job(spec: JobSpec) -> Outcome:
+def run_job(spec: JobSpec, cancel: CancelMarker | None = None) -> Outcome:
     """Run one attempt of one job and describe how it went.
 
     Parameters
     ----------
     spec
         Built by the driver (:func:`executor.driver.context.job_spec`).
+    cancel
+        The run's cancel marker, shared by a bundle's jobs (default: this job's own).
 
     Returns
     -------
     Outcome
         Every field of :class:`~executor.worker.outcome.Outcome`; ``result`` (the
-        JSON-encoded return value) for a function job that succeeded.
+        JSON-encoded return value) for a function job that succeeded; ``stdout`` and
+        ``stderr`` name only logs the job wrote to (the others are never created:
+        :mod:`executor.worker.capture`).
     """
     where: Details = {
         "start": time.time(),
@@ -224,30 +236,46 @@ def run_job(spec: JobSpec) -> Outcome:
         "stdout": spec["stdout"],
         "stderr": spec["stderr"],
     }
-    os.makedirs(os.path.dirname(spec["stdout"]), exist_ok=True)
     _record_start(spec, where)
-    stem = spec["stdout"].rsplit(".", 1)[0]
-    result_path, error_path = stem + ".result.json", stem + ".error.json"
+    with Capture(spec["stdout"], spec["stderr"]) as capture:
+        outcome = _run_captured(spec, where, capture.fds, cancel)
+        # The logs the job wrote to; ``None`` for one it left empty (no file exists).
+        outcome["stdout"], outcome["stderr"] = capture.finish()
+    return outcome
+
+
+def _run_captured(
+    spec: JobSpec, where: Details, fds: tuple[int, int], cancel: CancelMarker | None
+) -> Outcome:
     if spec.get("in_process") and threading.current_thread() is threading.main_thread():
         from .inprocess import run_function_here
 
-        outcome = run_function_here(spec, _environment(spec), result_path, where)
-        if outcome["state"] == "succeeded":
-            outcome["result"] = _read_result(result_path)
-        return outcome
+        return run_function_here(spec, _environment(spec), where, fds)
+    # A function job hands back its result and error on descriptors of its own.
+    handed = (scratch_file(), scratch_file()) if spec["kind"] == "function" else ()
+    try:
+        return _run_process(spec, where, fds, handed, cancel)
+    finally:
+        for fd in handed:
+            os.close(fd)
+
+
+def _run_process(
+    spec: JobSpec,
+    where: Details,
+    fds: tuple[int, int],
+    handed: tuple[int, ...],
+    cancel: CancelMarker | None,
+) -> Outcome:
     stdin = subprocess.PIPE if spec["kind"] == "function" else subprocess.DEVNULL
     # The driver starts pilots with terminal signals blocked; jobs get a normal mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
-        with (
-            open(spec["stdout"], "wb", opener=_private) as out,
-            open(spec["stderr"], "wb", opener=_private) as err,
-        ):
-            env = _environment(spec)
-            process = subprocess.Popen(
-                _argv(spec, env), cwd=spec["workdir"], env=env,
-                stdin=stdin, stdout=out, stderr=err, start_new_session=True,
-            )  # fmt: skip
+        env = _environment(spec)
+        process = subprocess.Popen(
+            _argv(spec, env), cwd=spec["workdir"], env=env, stdin=stdin,
+            stdout=fds[0], stderr=fds[1], start_new_session=True, pass_fds=handed,
+        )  # fmt: skip
     except OSError as exc:
         # No program, not executable, no working directory: the job never started.
         never_ran: Details = {**where, "error_type": type(exc).__name__}
@@ -258,12 +286,12 @@ def run_job(spec: JobSpec) -> Outcome:
         if process.stdin is not None:
             call = {
                 "function": spec["function"], "args": spec["args"], "kwargs": spec["kwargs"],
-                "result_path": result_path, "error_path": error_path,
+                "result_fd": handed[0], "error_fd": handed[1],
                 "code": spec.get("code") or [],
             }  # fmt: skip
             process.stdin.write(json.dumps(call).encode())
             process.stdin.close()
-        watch = Watch(process, spec)
+        watch = Watch(process, spec, cancel)
         stopped_for = watch.wait()
     finally:
         # Whatever the job left behind in its group goes too.
@@ -294,12 +322,12 @@ def run_job(spec: JobSpec) -> Outcome:
         return failed("cancelled", "the run was cancelled", **ended)
     if code == 0:
         if spec["kind"] == "function":
-            ended["result"] = _read_result(result_path)
+            ended["result"] = limit_result(read_scratch(handed[0]))
         return succeeded(**ended)
     if code < 0:
         return failed("signal", f"killed by signal {signal_name(-code)}", **ended)
     if spec["kind"] == "function":
-        error = _read_error(error_path)
+        error = _read_error(handed[1])
         if error:
             return _function_failure(error["stage"] == "resolve", error, ended)
     return failed("exit_code", f"exit code {code}", **ended)
@@ -315,10 +343,9 @@ def _function_failure(unresolved: bool, error: dict[str, str], ended: Details) -
     return failed("exit_code", f"exit code {ended.get('exit_code')}: {what}", **typed)
 
 
-def _read_error(path: str) -> dict[str, str] | None:
+def _read_error(fd: int) -> dict[str, str] | None:
     try:
-        with open(path) as handle:
-            error = json.load(handle)
+        error = json.loads(read_scratch(fd) or "null")
     except (OSError, ValueError):
         return None
     if not isinstance(error, dict) or not {"stage", "type", "message"} <= error.keys():
@@ -355,18 +382,3 @@ def _forward_termination(process: subprocess.Popen):
         os.kill(os.getpid(), signum)
 
     return signal.signal(signal.SIGTERM, terminate)
-
-
-def _private(path: str, flags: int) -> int:
-    """Open a log file readable by the owner and group only: logs may hold secrets."""
-    return os.open(path, flags, 0o640)
-
-
-def _read_result(path: str) -> str | None:
-    try:
-        with open(path) as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    # Large results belong in files; keep the database small.
-    return text if len(text) <= 65536 else text[:65536]

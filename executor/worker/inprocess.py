@@ -5,8 +5,13 @@ of its own). Each call is isolated so one job cannot break the next: its stdout 
 stderr go to its own log files at the file-descriptor level, and the environment,
 working directory, ``sys.path``, ``sys.argv`` and the user's own modules (anything
 imported from the working directory or the shipped code) are restored or dropped
-afterwards. A walltime
-is enforced with a timer signal, so this path is used only in a main thread.
+afterwards. A walltime is enforced with a timer signal, so this path is used only in a
+main thread.
+
+What makes that cheap: the environment is switched by its differences only
+(:mod:`executor.worker.environ`), and a dropped module's compiled code is kept, so
+the next job executes it afresh without reading or compiling its file again
+(:mod:`executor.worker.modulecode`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import time
 import traceback
 from typing import Any
 
-from .outcome import Details, Outcome, failed, succeeded
+from .environ import Switch
+from .modulecode import ReusingFinder
+from .outcome import Details, Outcome, failed, limit_result, succeeded
 from .spec import JobSpec
 
 
@@ -30,17 +37,14 @@ class _Walltime(BaseException):
 
 
 def run_function_here(
-    spec: JobSpec, environment: dict[str, str], result_path: str, where: Details
+    spec: JobSpec, environment: dict[str, str], where: Details, fds: tuple[int, int]
 ) -> Outcome:
-    """Call ``spec["function"]``; return its outcome, with ``where`` (start, host, logs)."""
-    # The log files first: if they cannot be opened, nothing of the worker has changed.
-    out = os.open(spec["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        err = os.open(spec["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    except BaseException:
-        os.close(out)
-        raise
-    saved = _Saved.take()
+    """Call ``spec["function"]`` with its stdout and stderr on ``fds``; return its outcome,
+    with ``where`` (start, host, logs) and its JSON-encoded ``result`` when it succeeded."""
+    out, err = fds
+    switch = Switch(environment)
+    roots = [*spec.get("code", ()), spec["workdir"]]
+    saved = _Saved.take(switch)
     modules_before = set(sys.modules)
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     function = spec["function"] or ""  # a function job names one (checked at submit)
@@ -48,22 +52,24 @@ def run_function_here(
     failure: tuple[str, str] | None = None  # failure class and message
     error_type: str | None = None  # the exception's type, for a function that raised
     resolved = False  # whether the module and name were found (the job started)
+    result: str | None = None
     try:
         _redirect(out, err)
-        _set_environ(environment)
+        switch.enter()
         os.chdir(spec["workdir"])
         # Shipped code first, so the shipped copy is imported rather than the original.
         sys.path[:0] = [*spec.get("code", ()), spec["workdir"]]
         sys.argv = [function]
         _arm(spec.get("walltime"))
         try:
-            target = _resolve(function)
-            resolved = True
-            value = target(*spec["args"], **spec["kwargs"])
+            with ReusingFinder(roots):
+                target = _resolve(function)
+                resolved = True
+                value = target(*spec["args"], **spec["kwargs"])
         finally:
             _arm(None)
-        with open(result_path, "w") as handle:
-            json.dump(value, handle, default=repr)
+        # Encoded here, so a value JSON cannot encode is the job's own error.
+        result = json.dumps(value, default=repr)
     except _Walltime:
         exit_code = None
         failure = ("timeout", f"killed after exceeding its walltime of {spec['walltime']:g}s")
@@ -82,9 +88,7 @@ def run_function_here(
             failure = ("exit_code", f"exit code 1: {what}")
     finally:
         saved.restore()
-        os.close(out)
-        os.close(err)
-        _forget_user_modules(modules_before, [spec["workdir"], *spec.get("code", ())])
+        _forget_user_modules(modules_before, roots)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # No peak memory: the kernel's figure is the whole worker's, not this job's.
     ended: Details = {
@@ -96,6 +100,7 @@ def run_function_here(
         + (usage.ru_stime - usage_before.ru_stime),
     }
     if failure is None:
+        ended["result"] = limit_result(result)
         return succeeded(**ended)
     return failed(*failure, **ended)
 
@@ -103,8 +108,8 @@ def run_function_here(
 class _Saved:
     """What a job may change in the worker process, to put back afterwards."""
 
-    def __init__(self) -> None:
-        self.environ = dict(os.environ)
+    def __init__(self, environ: Switch) -> None:
+        self.environ = environ
         self.cwd = os.getcwd()
         self.path = list(sys.path)
         self.argv = list(sys.argv)
@@ -114,8 +119,8 @@ class _Saved:
         self.streams = (sys.stdout, sys.stderr)
 
     @classmethod
-    def take(cls) -> _Saved:
-        return cls()
+    def take(cls, environ: Switch) -> _Saved:
+        return cls(environ)
 
     def restore(self) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -128,20 +133,10 @@ class _Saved:
         for fd in self.fds:
             os.close(fd)
         sys.stdout, sys.stderr = self.streams
-        _set_environ(self.environ)
+        self.environ.leave()
         os.chdir(self.cwd)
         sys.path[:] = self.path
         sys.argv = self.argv
-
-
-def _set_environ(target: dict[str, str]) -> None:
-    """Make ``os.environ`` equal ``target``, touching only what differs (usually nothing)."""
-    current = dict(os.environ)  # one decoding pass; os.environ decodes on every access
-    for key in current.keys() - target.keys():
-        del os.environ[key]
-    for key, value in target.items():
-        if current.get(key) != value:
-            os.environ[key] = value
 
 
 def _redirect(out: int, err: int) -> None:
@@ -176,8 +171,14 @@ def _resolve(function: str) -> Any:
 def _forget_user_modules(before: set[str], roots: list[str]) -> None:
     """Drop modules the job imported from its working directory or shipped code: the next
     job re-imports them fresh, so module-level state cannot leak from one job to the next."""
-    prefixes = tuple(os.path.realpath(root) + os.sep for root in roots)
+    raw = tuple(os.path.join(root, "") for root in roots)
+    real: tuple[str, ...] | None = None
     for name in set(sys.modules) - before:
         path = getattr(sys.modules.get(name), "__file__", None) or ""
-        if path and os.path.realpath(path).startswith(prefixes):
-            del sys.modules[name]
+        if not path:
+            continue
+        if not path.startswith(raw):  # a link into a root, or a module from elsewhere
+            real = real or tuple(os.path.join(os.path.realpath(r), "") for r in roots)
+            if not os.path.realpath(path).startswith(real):
+                continue
+        del sys.modules[name]

@@ -88,7 +88,8 @@ class Outcome(_Verdict, Details):
     batch_job_id
         The batch scheduler's id of that pilot (``SLURM_JOB_ID``).
     stdout, stderr
-        Paths of the job's log files.
+        Paths of the job's log files; ``None`` for a stream the job wrote nothing to
+        (no file was created) or when the attempt never reported.
     error_type
         The type of the exception a function job raised (``ValueError``), or that kept
         a job from starting (``ModuleNotFoundError``, ``FileNotFoundError``).
@@ -181,3 +182,9 @@ def _outcome(verdict: _Verdict, details: Details) -> Outcome:
     if outcome["end"] is None:
         outcome["end"] = time.time()
     return cast(Outcome, outcome)
+
+
+def limit_result(text: str | None) -> str | None:
+    """A function's JSON-encoded result as stored: large results belong in files, and
+    the database stays small."""
+    return text if text is None or len(text) <= 65536 else text[:65536]

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
-from typing import cast
+from typing import BinaryIO, cast
 
 from .outcome import LoggedOutcome, LogRecord, is_start
 
@@ -65,49 +66,94 @@ def append(run_dir: str, record: LogRecord) -> bool:
 class OutcomeReader:
     """Reads the records appended since the last call, file by file.
 
+    The driver calls this at every turn of its loop, so a call that finds nothing new
+    costs one ``stat`` of the directory (a metadata operation on a shared filesystem),
+    not a listing plus a ``stat`` and an ``open`` per worker file: the files found stay
+    open and are read on from where the last read stopped, and the directory is listed
+    again only when its mtime changed (a new worker's file), while that change is
+    recent, and every :data:`RESCAN_SECONDS` anyway.
+
     Parameters
     ----------
     run_dir
         The run directory whose ``outcomes/`` files to follow.
     """
 
+    RESCAN_SECONDS = 5.0
+    MAX_OPEN = 256  # beyond that many worker files, the rest are opened at each read
+
     def __init__(self, run_dir: str | os.PathLike):
         self.directory = os.path.join(os.fspath(run_dir), DIRECTORY)
         self._offsets: dict[str, int] = {}
+        self._open: dict[str, BinaryIO] = {}
+        self._names: list[str] = []
+        self._listed: tuple[int, float] | None = None  # (directory mtime, list again at)
 
     def read_new(self) -> list[LogRecord]:
         """Every complete record written since the previous call, starts and outcomes."""
         records: list[LogRecord] = []
         try:
-            entries = list(os.scandir(self.directory))
+            changed = os.stat(self.directory).st_mtime_ns
         except OSError:  # no job has finished yet (or no shared filesystem)
             return records
-        for entry in entries:
-            if not entry.name.endswith(SUFFIX):
-                continue
-            offset = self._offsets.get(entry.name, 0)
+        now = time.monotonic()
+        if self._listed is None or self._listed[0] != changed or now >= self._listed[1]:
             try:
-                if entry.stat().st_size <= offset:
-                    continue
-                with open(entry.path, "rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read()
+                self._names = sorted(
+                    e.name for e in os.scandir(self.directory) if e.name.endswith(SUFFIX)
+                )
             except OSError:
-                continue
+                return records
+            # A file created within the same timestamp tick as the listing (or on a
+            # server whose clock differs) leaves the mtime unchanged: until the change
+            # is a second old, list at every call.
+            recent = time.time_ns() - changed < 1_000_000_000
+            self._listed = (changed, now if recent else now + self.RESCAN_SECONDS)
+        for name in self._names:
+            data = self._read_on(name)
+            offset = self._offsets.get(name, 0)
             complete = data.rfind(b"\n") + 1  # a line still being written waits
-            self._offsets[entry.name] = offset + complete
+            if not complete:
+                continue
+            self._offsets[name] = offset + complete
             records.extend(_parse(data[:complete]))
         return records
+
+    def _read_on(self, name: str) -> bytes:
+        """What ``name`` holds past the last complete line read from it."""
+        offset = self._offsets.get(name, 0)
+        handle = self._open.get(name)
+        try:
+            if handle is None:
+                handle = open(os.path.join(self.directory, name), "rb")  # noqa: SIM115
+                if len(self._open) < self.MAX_OPEN:
+                    self._open[name] = handle
+                else:
+                    with handle:
+                        handle.seek(offset)
+                        return handle.read()
+            handle.seek(offset)
+            return handle.read()
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        for handle in self._open.values():
+            handle.close()
+        self._open.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def read_all(run_dir: str | os.PathLike) -> list[LoggedOutcome]:
     """Every complete outcome in a run directory (for a restart or a cancel); start
     records are left out."""
-    return [
-        cast(LoggedOutcome, record)
-        for record in OutcomeReader(run_dir).read_new()
-        if not is_start(record)
-    ]
+    reader = OutcomeReader(run_dir)
+    try:
+        return [cast(LoggedOutcome, r) for r in reader.read_new() if not is_start(r)]
+    finally:
+        reader.close()
 
 
 def _parse(data: bytes) -> Iterator[LogRecord]:

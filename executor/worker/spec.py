@@ -76,7 +76,8 @@ class JobSpec(_FromDriver, total=False):
         Call the function inside the worker process, without a fork (a function
         job with no memory limit).
     stdout, stderr
-        The job's log files (their directory is created).
+        The job's log files, created (with their directory) only when the job writes
+        to them (:mod:`executor.worker.capture`).
     cancel_path
         A marker file whose appearance means "the run is cancelled: stop now".
     outcome_log

@@ -16,6 +16,9 @@ from .spec import JobSpec
 KILL_GRACE_SECONDS = 2.0
 # The longest pause between checks of walltime and the cancel marker.
 MAX_POLL_SECONDS = 0.1
+# The longest pause between looks at the cancel marker (a stat in the run directory, a
+# metadata operation on a shared filesystem) while a bundle runs.
+CANCEL_CHECK_SECONDS = 0.5
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -23,6 +26,29 @@ def kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class CancelMarker:
+    """Whether the run is cancelled: its marker file exists.
+
+    Looked at the first time it is asked (each bundle's first job), then at most every
+    :data:`CANCEL_CHECK_SECONDS`, so a bundle of many short jobs does not stat the
+    shared run directory once per job, nor once per poll of a running job.
+    """
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._seen = False
+        self._next = 0.0
+
+    def present(self) -> bool:
+        if self._seen or not self.path:
+            return self._seen
+        now = time.monotonic()
+        if now >= self._next:
+            self._seen = os.path.exists(self.path)
+            self._next = now + CANCEL_CHECK_SECONDS
+        return self._seen
 
 
 class Watch:
@@ -33,11 +59,13 @@ class Watch:
     when needed), because the kernel's figure is per process, not per tree.
     """
 
-    def __init__(self, process: subprocess.Popen, spec: JobSpec):
+    def __init__(
+        self, process: subprocess.Popen, spec: JobSpec, cancel: CancelMarker | None = None
+    ):
         self.process = process
         walltime = spec.get("walltime")
         self.deadline = time.monotonic() + walltime if walltime else None
-        self.cancel_path = spec.get("cancel_path")
+        self.cancel = cancel or CancelMarker(spec.get("cancel_path"))
         memory = spec.get("memory")
         self.limit_mb = memory * (1 + spec.get("memory_tolerance", 0.0)) if memory else None
         self.peak_mb: float | None = None
@@ -63,7 +91,7 @@ class Watch:
             now = time.monotonic()
             if self.deadline is not None and now >= self.deadline:
                 return self._stop("timeout")
-            if self.cancel_path and os.path.exists(self.cancel_path):
+            if self.cancel.present():
                 return self._stop("cancelled")
             if now >= self._next_sample:
                 # Jobs with a limit are checked at every poll; others now and then for the peak.
