@@ -22,7 +22,7 @@ from executor.sites.local import LocalSite
 from executor.sites.slurm import SlurmSite
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("local.yaml", "slurm-local.yaml", "usdf-slurm.yaml")
+SHIPPED = ("globus-example.yaml", "local.yaml", "slurm-local.yaml", "usdf-slurm.yaml")
 
 
 @pytest.fixture

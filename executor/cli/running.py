@@ -256,9 +256,26 @@ def cancel(run: str, wait: float, db: Path | None) -> None:
     with store:
         run_id = get_run(store, run)["id"]
         state = cancel_run(store, run_id, wait=wait)
+        run_dir = Path(get_run(store, run_id)["run_dir"])
     click.echo(f"run {run_id}: {state}")
+    note = _cancel_note(run_dir)
+    if note:  # e.g. Globus Compute: tasks already running cannot be stopped
+        click.echo(f"note: {note}")
     if state == "running":
         raise click.ClickException(f"the driver did not stop within {wait:g}s; try again")
+
+
+def _cancel_note(run_dir: Path) -> str | None:
+    """What a cancel cannot do on the run's site (``SiteConfig.cancel_note``)."""
+    import json
+
+    from executor.sites import SiteConfig
+
+    try:
+        site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    except Exception:  # an old or unreadable site.json, an unknown backend: no note
+        return None
+    return site.cancel_note()
 
 
 @cli.command()

@@ -90,7 +90,11 @@ class ElasticScaler:
 
         ``work(fresh=...)`` gives each pool's work (a fresh forecast when asked).
         """
-        unserved = any(demand.get(pool, 0) > 0 and not self._active(pool) for pool in self.limits)
+        unserved = any(
+            demand.get(pool, 0) > 0 and not self._active(pool)
+            for pool in self.limits
+            if getattr(self.executors[pool], "provider", None) is not None
+        )
         now = time.monotonic()
         if not unserved and now - self._last < DECIDE_SECONDS:
             return
@@ -98,6 +102,8 @@ class ElasticScaler:
         views = work(fresh=unserved)
         for pool in self.site.pools:
             executor = self.executors[pool.name]
+            if getattr(executor, "provider", None) is None:  # no blocks (Globus Compute)
+                continue
             try:
                 self._step_pool(pool.name, executor, views.get(pool.name, WorkView()))
             except Exception:  # the boundary with Parsl: scaling must never stop the run

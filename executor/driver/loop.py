@@ -371,9 +371,11 @@ class Driver:
         members, specs = bundle.members, bundle.specs
         outcomes = outcomes_of(future, len(members))
         if isinstance(outcomes, dict):  # the node lacks shipped code: send it, same attempts
-            if self._bundles.resend_for_code(bundle_id, outcomes["code_missing"]):
+            missing = outcomes["code_missing"]
+            # Cancelling: nothing is sent again, and its jobs end cancelled.
+            if self._cancel.is_set() or self._bundles.resend_for_code(bundle_id, missing):
                 return
-            outcomes = [code_never_arrived(outcomes["code_missing"]) for _ in members]
+            outcomes = [code_never_arrived(missing) for _ in members]
         self._bundles.finish(bundle_id)
         # Only a lost worker needs triage: the common case costs one check, no list.
         lost = self._triage(members, specs) if worker_lost(future) else LostBundle()
@@ -456,16 +458,15 @@ class Driver:
         for name in self.schedule.cancel_unstarted():
             self._record(name, JobState.CANCELLED)
         self.context.cancel_marker.touch()
-        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        note = self.site.cancel_note()  # a site that cannot stop running jobs: no wait
+        deadline = time.monotonic() + (0 if note else CANCEL_GRACE_SECONDS)
         while self._in_flight and time.monotonic() < deadline and not self._parsl_broken():
             self._collect(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
         self._bundles.forget_all()
+        why = note or "the worker did not report back in time"
         for name, (attempt, _) in list(self._in_flight.items()):
             del self._in_flight[name]
-            unreported = failed(
-                FailureClass.CANCELLED.value,
-                "the run was cancelled; the worker did not report back in time",
-            )
+            unreported = failed(FailureClass.CANCELLED.value, f"the run was cancelled; {why}")
             self.recorder.attempt_finished(name, attempt, unreported)
             self.schedule.cancel(name)
             self._record(name, JobState.CANCELLED)

@@ -2,8 +2,12 @@
 
 ``local`` needs no file. Other sites are YAML files found, in order, in
 ``./site_configs/``, ``~/.config/pilot/sites/``, the site files shipped inside the
-package (``executor/sites/configs/``: ``usdf-slurm``, ``slurm-local``, ``local``), or
-given as a path. The first file of a name wins, so a user's copy overrides a shipped one.
+package (``executor/sites/configs/``: ``usdf-slurm``, ``slurm-local``, ``local``,
+``globus-example``), or given as a path. The first file of a name wins, so a user's copy
+overrides a shipped one.
+
+Backends: ``local``, ``slurm`` and ``globus_compute`` (Globus Compute endpoints, with
+the extra ``pilot-executor[globus]``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
 
 # backend name -> "module:class"; loaded on first use so `import executor` stays cheap.
 _BACKENDS = {
+    "globus_compute": "executor.sites.globus_compute:GlobusComputeSite",
     "local": "executor.sites.local:LocalSite",
     "slurm": "executor.sites.slurm:SlurmSite",
 }

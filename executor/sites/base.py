@@ -311,6 +311,24 @@ class SiteConfig:
             )
         ]
 
+    def cancel_note(self) -> str | None:
+        """What a cancel cannot do on this site, to tell the user; ``None``: nothing.
+
+        A site whose running jobs a cancel cannot stop (Globus Compute) says so here; the
+        driver then records its jobs still out as cancelled at once, without waiting for
+        them, and shows this note.
+        """
+        return None
+
+    def clean_up_run(self, run_id: str) -> list[str]:
+        """Remove what run ``run_id`` left on the site after its driver died; say what.
+
+        Called once after a dead driver (``pilot restart``, ``pilot cancel``), whether or
+        not it left live pilots: a Kubernetes site deletes every pod and Secret labelled
+        with the run. Nothing to do here (pilots are cancelled by job id, above).
+        """
+        return []
+
 
 def _put_parsl_commands_on_path() -> None:
     """Parsl starts ``interchange.py`` and ``process_worker_pool.py`` from PATH.
