@@ -22,7 +22,9 @@ from executor.sites.local import LocalSite
 from executor.sites.slurm import SlurmSite
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("globus-example.yaml", "local.yaml", "slurm-local.yaml", "usdf-slurm.yaml")
+SHIPPED = (
+    "globus-example.yaml", "local.yaml", "slurm-local.yaml", "summit-k8s.yaml", "usdf-slurm.yaml"
+)
 
 
 @pytest.fixture

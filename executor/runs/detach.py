@@ -118,11 +118,26 @@ def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
         return []
     cancel_driver_job(store, run)  # a driver job that hangs holds its core: end it too
     stopped = _stop_local_pools(Path(run["run_dir"]))
+    site = _site_of(run)
+    # Whether or not the store lists live pilots: a site may hold more (Kubernetes Secrets).
+    try:
+        stopped += site.clean_up_run(run["id"])
+    except Exception as exc:  # the boundary with a site's API: a restart goes on regardless
+        logger.warning("could not clean up run %s on its site: %s", run["id"], exc)
     job_ids = live_pilot_job_ids(store, run["id"])
     if job_ids:
-        stopped += _cancel_pilots(run, job_ids)
+        stopped += _cancel_pilots(site, job_ids)
         mark_pilots_cancelled(store, run["id"], job_ids)
     return stopped
+
+
+def _site_of(run: dict[str, Any]) -> Any:
+    """The run's own site, as it was when the run started (its ``site.json``)."""
+    import json
+
+    from executor.sites.base import SiteConfig
+
+    return SiteConfig.from_dict(json.loads((Path(run["run_dir"]) / "site.json").read_text()))
 
 
 def _stop_local_pools(run_dir: Path) -> list[str]:
@@ -145,13 +160,8 @@ def _stop_local_pools(run_dir: Path) -> list[str]:
     return stopped
 
 
-def _cancel_pilots(run: dict[str, Any], job_ids: list[str]) -> list[str]:
+def _cancel_pilots(site: Any, job_ids: list[str]) -> list[str]:
     """Cancel batch pilots through the run's own site (``scancel`` on Slurm)."""
-    import json
-
-    from executor.sites.base import SiteConfig
-
-    site = SiteConfig.from_dict(json.loads((Path(run["run_dir"]) / "site.json").read_text()))
     try:
         site.cancel_orphaned_pilots(job_ids)
     except SiteError as exc:

@@ -3,10 +3,11 @@
 ``local`` needs no file. Other sites are YAML files found, in order, in
 ``./site_configs/``, ``~/.config/pilot/sites/``, the site files shipped inside the
 package (``executor/sites/configs/``: ``usdf-slurm``, ``slurm-local``, ``local``,
-``globus-example``), or given as a path. The first file of a name wins, so a user's copy
-overrides a shipped one.
+``globus-example``, ``summit-k8s``), or given as a path. The first file of a name wins,
+so a user's copy overrides a shipped one.
 
-Backends: ``local``, ``slurm`` and ``globus_compute`` (Globus Compute endpoints, with
+Backends: ``local``, ``slurm``, ``kubernetes`` (pods, with the extra
+``pilot-executor[kubernetes]``) and ``globus_compute`` (Globus Compute endpoints, with
 the extra ``pilot-executor[globus]``).
 """
 
@@ -30,6 +31,7 @@ __all__ = [
 # backend name -> "module:class"; loaded on first use so `import executor` stays cheap.
 _BACKENDS = {
     "globus_compute": "executor.sites.globus_compute:GlobusComputeSite",
+    "kubernetes": "executor.sites.kubernetes:KubernetesSite",
     "local": "executor.sites.local:LocalSite",
     "slurm": "executor.sites.slurm:SlurmSite",
 }
