@@ -108,6 +108,43 @@ def endpoint_python() -> str:
     raise RuntimeError(f"the stand-in endpoint needs /usr/bin/{version}")
 
 
+# What the endpoint's workers import (the SDK's serializer and errors, and what those
+# import): an endpoint has its own installation, so they get a copy of their own, which
+# also works when the driver's virtualenv sits where the remote user cannot read.
+ENDPOINT_PACKAGES = (
+    "globus_compute_sdk", "globus_compute_common", "globus_sdk", "dill", "pika", "requests",
+    "urllib3", "idna", "certifi", "charset_normalizer", "jwt", "cryptography",
+    "_cffi_backend", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
+    "typing_inspection", "packaging", "tblib",
+)  # fmt: skip
+
+
+def install_endpoint_packages(target: Path) -> Path:
+    """Copy :data:`ENDPOINT_PACKAGES` (and their ``dist-info``) into ``target``."""
+    import importlib.util
+
+    if (target / ".complete").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    for name in ENDPOINT_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        if source.is_dir():
+            shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target / source.name)
+    for info in purelib.glob("*.dist-info"):
+        dist = info.name.split("-")[0].lower().replace("-", "_")
+        if dist in ENDPOINT_PACKAGES or dist.replace("pyjwt", "jwt") in ENDPOINT_PACKAGES:
+            shutil.copytree(info, target / info.name, dirs_exist_ok=True)
+    (target / ".complete").touch()
+    return target
+
+
 # Each worker: one long-lived process, one JSON task per line on stdin, one reply per
 # line on the descriptor that was stdout (stdout itself goes to the worker's log).
 _WORKER = r"""
@@ -208,7 +245,7 @@ class _EndpointDaemon:
         self.endpoint_id = endpoint_id
         self.home = home
         self.pretend = pretend
-        self.site_packages = sysconfig.get_paths()["purelib"]
+        self.site_packages = str(home / "site-packages")  # StandinEndpoint.start copied it
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self.queue = service.root / "queue" / endpoint_id
@@ -288,6 +325,9 @@ class StandinEndpoint:
             for path in (self.home, self.home / "tmp"):
                 os.chown(path, user.pw_uid, user.pw_gid)
                 os.chmod(path, 0o700)
+            packages = install_endpoint_packages(self.home / "site-packages")
+            for path in (packages, *packages.rglob("*")):
+                os.chown(path, user.pw_uid, user.pw_gid)
         beat = self.service.root / "endpoints" / f"{self.endpoint_id}.json"
         beat.unlink(missing_ok=True)
         with open(self.service.root / f"endpoint-{self.endpoint_id}.log", "ab") as log:

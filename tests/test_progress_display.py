@@ -56,8 +56,13 @@ def _truecolor(width: int = 120) -> Console:
 
 
 def _bar_runs(console: Console, marker: str) -> list[tuple[str, int]]:
-    """(colour, cells) of the "━" runs on the first recorded line holding ``marker``."""
-    for line in Text.from_ansi(console.export_text(styles=True, clear=False)).split("\n"):
+    """(colour, cells) of the "━" runs on the last recorded line holding ``marker``.
+
+    The last: rich 14 (which globus-compute-sdk pins) also records the frame painted
+    when the display starts, before any count arrives.
+    """
+    lines = Text.from_ansi(console.export_text(styles=True, clear=False)).split("\n")
+    for line in reversed(lines):
         if marker not in line.plain or "━" not in line.plain:
             continue
         runs = []

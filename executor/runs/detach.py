@@ -118,15 +118,14 @@ def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
         return []
     cancel_driver_job(store, run)  # a driver job that hangs holds its core: end it too
     stopped = _stop_local_pools(Path(run["run_dir"]))
-    site = _site_of(run)
     # Whether or not the store lists live pilots: a site may hold more (Kubernetes Secrets).
     try:
-        stopped += site.clean_up_run(run["id"])
+        stopped += _site_of(run).clean_up_run(run["id"])
     except Exception as exc:  # the boundary with a site's API: a restart goes on regardless
         logger.warning("could not clean up run %s on its site: %s", run["id"], exc)
     job_ids = live_pilot_job_ids(store, run["id"])
     if job_ids:
-        stopped += _cancel_pilots(site, job_ids)
+        stopped += _cancel_pilots(_site_of(run), job_ids)
         mark_pilots_cancelled(store, run["id"], job_ids)
     return stopped
 
