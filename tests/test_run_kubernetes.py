@@ -214,7 +214,9 @@ def test_a_workflow_completes_in_pods_that_share_no_filesystem_with_the_driver(
         assert logs.returncode == 0 and text in logs.stdout, logs.stdout + logs.stderr
     pilots = store_rows("SELECT job_id, node FROM pilots WHERE run_id = ?", run_id)
     assert pod["metadata"]["name"] in {p["job_id"] for p in pilots}
-    assert {p["node"] for p in pilots} == {"standin-node"}
+    # The pod's node, or, when the pod came and went between two polls of the pod list
+    # (a loaded machine), the host its jobs reported: the pod's own name.
+    assert {p["node"] for p in pilots} <= {"standin-node", pod["metadata"]["name"]}
     all_gone(kube, v1, run_id, timeout=30)
 
 
