@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,24 @@ def write_site(directory: Path, name: str = "test-slurm", **overrides) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def slurm_queue_clean() -> Iterator[None]:
+    """A Slurm cluster with no pilot in the queue before and after the test."""
+    from helpers import wait_for
+
+    require_slurm()
+    assert pilot_jobs() == [], "pilot jobs left in the queue by something else"
+    yield
+    wait_for(lambda: pilot_jobs() == [], timeout=30, what="no pilot job left in squeue")
+
+
+def attempts_of(pilot_home: Path, run_id: str) -> list[dict]:
+    """The run's attempt rows from its store, by job and attempt."""
+    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY job, attempt", [run_id]
+        ).fetchall()
+    return [dict(row) for row in rows]

@@ -8,24 +8,16 @@ each pilot asks for 2, so up to 4 pilots fit at once.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import pilot_cmd, run_pilot, status_json, wait_for, write_workflow
-from slurm_cluster import pilot_jobs, require_slurm, write_site
+from slurm_cluster import attempts_of, pilot_jobs, slurm_queue_clean, write_site  # noqa: F401
 
-
-@pytest.fixture(autouse=True)
-def slurm() -> Iterator[None]:
-    require_slurm()
-    assert pilot_jobs() == [], "pilot jobs left in the queue by something else"
-    yield
-    wait_for(lambda: pilot_jobs() == [], timeout=30, what="no pilot job left in squeue")
+pytestmark = pytest.mark.usefixtures("slurm_queue_clean")
 
 
 class QueueWatch:
@@ -129,7 +121,7 @@ def test_start_locally_runs_the_first_jobs_while_the_pilots_queue(
     batch = [p for p in pilots if p["pool"] == "default" and p["start"]]
     assert batch, pilots
     first_pilot_start = min(p["start"] for p in batch)
-    attempts = {a["job"]: a for a in _attempts(pilot_home, run_id)}
+    attempts = {a["job"]: a for a in attempts_of(pilot_home, run_id)}
     # The local jobs started (and the first of them ended) before any pilot started.
     assert min(attempts[job]["start"] for job in here) < first_pilot_start
     assert min(attempts[job]["end"] for job in here) < first_pilot_start
@@ -138,10 +130,3 @@ def test_start_locally_runs_the_first_jobs_while_the_pilots_queue(
     assert all(attempts[job]["start"] < last_in_a_pilot for job in here)
     local = [p for p in pilots if p["pool"] == "start-locally"]
     assert len(local) == 1 and local[0]["state"] in ("scaled_in", "cancelled", "completed"), local
-
-
-def _attempts(pilot_home: Path, run_id: str) -> list[dict]:
-    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM attempts WHERE run_id = ?", [run_id]).fetchall()
-    return [dict(row) for row in rows]

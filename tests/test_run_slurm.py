@@ -9,29 +9,13 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import pilot_cmd, run_pilot, status_json, wait_for, write_workflow
-from slurm_cluster import pilot_jobs, require_slurm, write_site
+from slurm_cluster import attempts_of, pilot_jobs, slurm_queue_clean, write_site  # noqa: F401
 
-
-@pytest.fixture(autouse=True)
-def slurm() -> Iterator[None]:
-    require_slurm()
-    assert pilot_jobs() == [], "pilot jobs left in the queue by something else"
-    yield
-    wait_for(lambda: pilot_jobs() == [], timeout=30, what="no pilot job left in squeue")
-
-
-def _attempts(pilot_home: Path, run_id: str) -> list[dict]:
-    with sqlite3.connect(pilot_home / "monitoring.db") as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            "SELECT * FROM attempts WHERE run_id = ? ORDER BY job, attempt", [run_id]
-        ).fetchall()
-    return [dict(row) for row in rows]
+pytestmark = pytest.mark.usefixtures("slurm_queue_clean")
 
 
 def _submit(*args, env: dict) -> subprocess.Popen:
@@ -58,7 +42,7 @@ def test_jobs_run_in_pilots_and_record_their_slurm_job(
     status = status_json(run_id, env=subprocess_env)
     assert status["jobs"]["succeeded"] == 7
     pilots = {p["job_id"]: p for p in status["pilots"]}
-    attempts = _attempts(pilot_home, run_id)
+    attempts = attempts_of(pilot_home, run_id)
     for attempt in attempts:
         # The job's own environment said which Slurm job it ran in.
         seen = Path(attempt["stdout"]).read_text().strip()
@@ -103,7 +87,7 @@ def test_scancel_of_a_pilot_retries_its_jobs_on_another(
         subprocess.run(["scancel", victim], check=True, timeout=30)
         out, err = driver.communicate(timeout=120)
     assert driver.returncode == 0, err
-    attempts = _attempts(pilot_home, run_id)
+    attempts = attempts_of(pilot_home, run_id)
     for job in on_victim:
         first, second = [a for a in attempts if a["job"] == job]
         assert first["failure_class"] == "pilot_lost"
@@ -153,7 +137,7 @@ def test_walltime_expiry_drains_then_retries_without_using_retries(
 
     assert result.returncode == 0, result.stderr
     run_id = result.stdout.split()[1]
-    attempts = {(a["job"], a["attempt"]): a for a in _attempts(pilot_home, run_id)}
+    attempts = {(a["job"], a["attempt"]): a for a in attempts_of(pilot_home, run_id)}
     first_pilot = attempts["early", 1]["batch_job_id"]
     # A lost attempt never reported back; its own output says where it ran.
     lost_output = pilot_home / "runs" / run_id / "logs" / "long" / "attempt-1.out"
@@ -252,7 +236,7 @@ def test_out_of_memory_in_a_slurm_pilot_is_retried_with_more_memory_in_a_larger_
 
     assert result.returncode == 0, result.stdout + result.stderr
     run_id = result.stdout.split()[1]
-    attempts = {(a["job"], a["attempt"]): a for a in _attempts(pilot_home, run_id)}
+    attempts = {(a["job"], a["attempt"]): a for a in attempts_of(pilot_home, run_id)}
     assert attempts[("hog", 1)]["failure_class"] == "out_of_memory"
     assert (attempts[("hog", 1)]["pool"], attempts[("hog", 2)]["pool"]) == ("small", "large")
     assert attempts[("hog", 2)]["state"] == "succeeded"
@@ -282,6 +266,6 @@ def test_shipped_code_reaches_a_slurm_pilot_with_the_bundles(
 
     assert result.returncode == 0, result.stderr
     run_id = result.stdout.split()[1]
-    results = {a["job"]: a["result"] for a in _attempts(pilot_home, run_id)}
+    results = {a["job"]: a["result"] for a in attempts_of(pilot_home, run_id)}
     assert results == {"f0": "0", "f1": "3", "f2": "6"}
-    assert all(a["batch_job_id"] for a in _attempts(pilot_home, run_id))
+    assert all(a["batch_job_id"] for a in attempts_of(pilot_home, run_id))

@@ -267,12 +267,10 @@ def cancel(run: str, wait: float, db: Path | None) -> None:
 
 def _cancel_note(run_dir: Path) -> str | None:
     """What a cancel cannot do on the run's site (``SiteConfig.cancel_note``)."""
-    import json
-
     from executor.sites import SiteConfig
 
     try:
-        site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+        site = SiteConfig.of_run(run_dir)
     except Exception:  # an old or unreadable site.json, an unknown backend: no note
         return None
     return site.cancel_note()

@@ -118,25 +118,18 @@ def clean_up_after_dead_driver(store: Store, run: dict[str, Any]) -> list[str]:
         return []
     cancel_driver_job(store, run)  # a driver job that hangs holds its core: end it too
     stopped = _stop_local_pools(Path(run["run_dir"]))
+    from executor.sites.base import SiteConfig
+
     # Whether or not the store lists live pilots: a site may hold more (Kubernetes Secrets).
     try:
-        stopped += _site_of(run).clean_up_run(run["id"])
+        stopped += SiteConfig.of_run(Path(run["run_dir"])).clean_up_run(run["id"])
     except Exception as exc:  # the boundary with a site's API: a restart goes on regardless
         logger.warning("could not clean up run %s on its site: %s", run["id"], exc)
     job_ids = live_pilot_job_ids(store, run["id"])
     if job_ids:
-        stopped += _cancel_pilots(_site_of(run), job_ids)
+        stopped += _cancel_pilots(SiteConfig.of_run(Path(run["run_dir"])), job_ids)
         mark_pilots_cancelled(store, run["id"], job_ids)
     return stopped
-
-
-def _site_of(run: dict[str, Any]) -> Any:
-    """The run's own site, as it was when the run started (its ``site.json``)."""
-    import json
-
-    from executor.sites.base import SiteConfig
-
-    return SiteConfig.from_dict(json.loads((Path(run["run_dir"]) / "site.json").read_text()))
 
 
 def _stop_local_pools(run_dir: Path) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,7 @@ def start_parsl_for(store: Store, run_id: str) -> ParslSession:
     """Start Parsl and the first pilots of a recorded run (its saved site)."""
     run = get_run(store, run_id)
     run_dir = Path(run["run_dir"])
-    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    site = SiteConfig.of_run(run_dir)
     return ParslSession(site, run_dir).start()
 
 
@@ -108,7 +107,7 @@ def load_run(store: Store, run_id: str, *, to_run: int | None = None) -> Resumed
     unfinished = set(attempts)
     workflow = read_saved(Path(run["workflow_copy"]), keep=unfinished)
     graph = graph_from_saved(workflow, source=run["workflow_copy"], keep=unfinished)
-    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    site = SiteConfig.of_run(run_dir)
     return Resumed(
         graph=graph,
         site=site,

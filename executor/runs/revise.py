@@ -60,7 +60,7 @@ def revise_run(store: Store, run: dict[str, Any], workflow: Path) -> set[str]:
         from executor.runs.start import ship_code
 
         ship_code(new, run_dir)
-    site = SiteConfig.from_dict(json.loads((run_dir / "site.json").read_text()))
+    site = SiteConfig.of_run(run_dir)
     assign_pools(new, site.pools)
     copy = Path(run["workflow_copy"])
     old = json.loads(copy.read_text())

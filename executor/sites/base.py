@@ -196,6 +196,13 @@ class SiteConfig:
         return data
 
     @staticmethod
+    def of_run(run_dir: Path) -> SiteConfig:
+        """The site a run started with (its ``site.json``)."""
+        import json
+
+        return SiteConfig.from_dict(json.loads((Path(run_dir) / "site.json").read_text()))
+
+    @staticmethod
     def from_dict(data: dict[str, Any]) -> SiteConfig:
         from executor.sites import backend_class
 
