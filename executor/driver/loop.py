@@ -21,6 +21,7 @@ from executor.driver.delivery import code_never_arrived, plan_delivery
 from executor.driver.elastic import ElasticScaler
 from executor.driver.parsl_session import ParslSession, outcomes_of, worker_lost
 from executor.driver.pilots import PilotTracker
+from executor.driver.settling import Settler
 from executor.driver.shown import ShownStates
 from executor.driver.start_locally import LocalStart
 from executor.driver.work_forecast import WorkForecast
@@ -31,7 +32,6 @@ from executor.policy.crashes import (
     BYSTANDER_DETAIL,
     SUSPECT_DETAIL,
     LostBundle,
-    alone_note,
     triage_lost_bundle,
 )
 from executor.policy.packing import (
@@ -42,13 +42,12 @@ from executor.policy.packing import (
     plan_submission,
 )
 from executor.policy.pools import PoolConfig, misfit_message, select_pool
-from executor.policy.retrying import RetryState, decide
 from executor.policy.run_end import final_run_state
 from executor.policy.schedule import Schedule
 from executor.sites.base import SiteConfig
 from executor.store.queries import HEARTBEAT_INTERVAL
 from executor.store.recorder import RunRecorder
-from executor.worker.outcome import LoggedOutcome, Outcome, StartRecord, failed, is_start
+from executor.worker.outcome import LoggedOutcome, StartRecord, failed, is_start
 from executor.worker.outcome_log import OutcomeReader
 from executor.worker.spec import JobSpec
 
@@ -111,10 +110,7 @@ class Driver:
         self.schedule = Schedule(graph)
         self.on_progress = on_progress
         self._attempts = dict(attempts_so_far or {})
-        self._retry: dict[str, RetryState] = {}
         self._in_flight: dict[str, tuple[int, str]] = {}  # job -> (attempt, pool) in Parsl
-        # Jobs that crashed a worker they ran in: from now on, alone and in their own process.
-        self._alone: set[str] = set()
         self._estimates = RuntimeEstimates(estimates)
         self._packing = PackingPolicy(
             target_seconds=site.packing_target, max_jobs=site.packing_max_jobs
@@ -130,13 +126,16 @@ class Driver:
         if self._outcomes is not None:
             self._outcomes.read_new()
         self._cancel = threading.Event()
-        self._abort: str | None = None  # why the run is being aborted (abort_on_exit)
         # Bundles each pool may hold at once (the packing policy's bundle slots).
         self._capacity = {p.name: bundle_slots(site.workers(p), p.max_blocks) for p in site.pools}
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
         # What the store says, and so what progress shows: every unfinished job is
         # pending until run() records the initially ready ones.
         self._shown = ShownStates(graph, self.schedule.state, done_per_label)
+        self._settler = Settler(
+            graph, self.schedule, recorder, site.pools, self._estimates, self._record,
+            self._cancel.is_set, self.request_cancel,
+        )  # fmt: skip
         self.counts = self._shown.counts
         self._session = session  # Parsl, if the caller started it already
         self._dfk: Any = None
@@ -237,25 +236,21 @@ class Driver:
         if self._cancel.is_set() and not self.schedule.finished:
             self._stop_everything()
         final = final_run_state(
-            self.schedule.state, aborted=self._abort is not None,
+            self.schedule.state, aborted=self._settler.abort is not None,
             cancel_requested=self._cancel.is_set(),
         )  # fmt: skip
-        self.recorder.run_state(final, message=self._abort)
+        self.recorder.run_state(final, message=self._settler.abort)
         self._report_progress()
-        abort = f": {self._abort}" if self._abort else ""
+        abort = f": {self._settler.abort}" if self._settler.abort else ""
         logger.info("run %s ended %s%s", self.context.run_id, final, abort)
         return final
 
-    def _memory(self, name: str) -> int | None:
-        """Memory the job's next attempt asks for (more after an out-of-memory failure)."""
-        state = self._retry.get(name)
-        return state.memory if state and state.memory else self.graph[name].memory
-
     def _pool_for(self, name: str) -> PoolConfig:
         job = self.graph[name]
-        pool = select_pool(self.site.pools, job.cores, self._memory(name))
+        pool = select_pool(self.site.pools, job.cores, self._settler.memory(name))
         if pool is None:  # validated at submit; escalation checks before retrying
-            raise SiteError(misfit_message(name, job.cores, self._memory(name), self.site.pools))
+            memory = self._settler.memory(name)
+            raise SiteError(misfit_message(name, job.cores, memory, self.site.pools))
         return pool
 
     def _submit_ready(self) -> None:
@@ -269,7 +264,7 @@ class Driver:
         alone = []
         for name in self.schedule.pop_ready(self.schedule.ready_count):
             job = self.graph[name]
-            if name in self._alone:
+            if name in self._settler.alone:
                 alone.append((name, self._pool_for(name)))
                 continue
             key = clustering.key(job) if clustering is not None else None
@@ -303,12 +298,12 @@ class Driver:
             self._in_flight[name] = (attempt, pool.name)
             members.append((name, attempt))
             self._record(name, JobState.RUNNING, attempts=attempt)
-            memory = self._memory(name) or pool.memory
+            memory = self._settler.memory(name) or pool.memory
             spec = job_spec(
                 self.graph[name], self.context, attempt, memory, self.site.memory_tolerance,
                 shared_filesystem=self.site.shared_filesystem,
             )  # fmt: skip
-            spec["in_process"] = spec["in_process"] and name not in self._alone
+            spec["in_process"] = spec["in_process"] and name not in self._settler.alone
             self.recorder.attempt_submitted(
                 name, attempt, now, pool=pool.name, memory=memory,
                 stdout=spec["stdout"], stderr=spec["stderr"],
@@ -361,7 +356,7 @@ class Driver:
             return
         if self._in_flight.get(name, (None,))[0] == attempt:
             del self._in_flight[name]
-            self._settle_job(name, attempt, record)
+            self._settler.settle(name, attempt, record)
 
     def _settle(self, bundle_id: int, future: Any) -> None:
         """Record each job of a finished bundle on its own."""
@@ -383,12 +378,12 @@ class Driver:
             if self._in_flight.get(name, (None,))[0] == attempt:
                 del self._in_flight[name]
                 if name in lost.suspects:
-                    self._alone.add(name)
-                    self._settle_job(name, attempt, outcome, uncounted=SUSPECT_DETAIL)
+                    self._settler.alone.add(name)
+                    self._settler.settle(name, attempt, outcome, uncounted=SUSPECT_DETAIL)
                 elif name in lost.bystanders:
-                    self._settle_job(name, attempt, outcome, uncounted=BYSTANDER_DETAIL)
+                    self._settler.settle(name, attempt, outcome, uncounted=BYSTANDER_DETAIL)
                 else:
-                    self._settle_job(name, attempt, outcome)
+                    self._settler.settle(name, attempt, outcome)
 
     def _triage(self, members: list[tuple[str, int]], specs: list[JobSpec]) -> LostBundle:
         """Which jobs of a bundle whose worker died may have killed it (crashes.py)."""
@@ -398,60 +393,6 @@ class Driver:
             unreported, worker_lost=True, in_worker=in_worker.__contains__,
             started=self._shown.started if self._outcomes is not None else None,
         )  # fmt: skip
-
-    def _settle_job(
-        self, name: str, attempt: int, outcome: Outcome, *, uncounted: str | None = None
-    ) -> None:
-        """Record an attempt's outcome and what follows; ``uncounted``: run it again, using
-        nothing, for this reason."""
-        if name in self._alone and _the_jobs_own(outcome) and not uncounted:
-            outcome = {**outcome, "message": alone_note(outcome.get("message") or "")}
-        cancelled = (
-            outcome["failure_class"] == FailureClass.CANCELLED.value or self._cancel.is_set()
-        )
-        decision = None
-        if outcome["state"] != "succeeded" and not cancelled and not uncounted:
-            decision = decide(
-                self.graph[name], outcome, self._retry.get(name, RetryState()), self.site.pools
-            )
-            if decision.note:  # shown wherever the attempt is: why it was not retried
-                outcome = {**outcome, "message": f"{outcome.get('message')}; {decision.note}"}
-        self.recorder.attempt_finished(name, attempt, outcome)
-        if outcome["state"] == "succeeded":
-            start, end = outcome.get("start"), outcome.get("end")
-            if start and end:
-                self._estimates.add(self.graph[name].label, end - start)
-            self._record(name, JobState.SUCCEEDED)
-            for child in self.schedule.succeed(name):
-                self._record(child, JobState.READY)
-            return
-        if cancelled:
-            self.schedule.cancel(name)
-            self._record(name, JobState.CANCELLED)
-            return
-        if uncounted or decision is None:
-            logger.info("job %s attempt %d was lost: %s", name, attempt, uncounted)
-            self.schedule.requeue(name)
-            self._record(name, JobState.READY, detail=uncounted)
-            return
-        self._retry[name] = decision.state
-        logger.info(
-            "job %s attempt %d failed (%s: %s); %s", name, attempt, outcome["failure_class"],
-            next(iter((outcome.get("message") or "").splitlines()), ""),
-            decision.detail or decision.action,
-        )  # fmt: skip
-        if decision.action == "retry":
-            self.schedule.requeue(name)
-            self._record(name, JobState.READY, detail=decision.detail)
-            return
-        self._record(name, JobState.FAILED, detail=decision.detail)
-        for blocked in self.schedule.fail(name):
-            self._record(blocked, JobState.BLOCKED, detail=f"ancestor {name} failed")
-        for released in self.schedule.take_released():  # always_run jobs run anyway
-            self._record(released, JobState.READY, detail=f"always_run, although {name} failed")
-        if decision.action == "abort":
-            self._abort = f"aborted: job {name} exited with {outcome['exit_code']} (abort_on_exit)"
-            self.request_cancel()
 
     def _stop_everything(self) -> None:
         """Cancel: start nothing new, stop running jobs, record what happened to each."""
@@ -487,13 +428,3 @@ class Driver:
     def _report_progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress({label: dict(c) for label, c in self.counts.items()})
-
-
-def _the_jobs_own(outcome: Outcome) -> bool:
-    """Whether a failed attempt's outcome is the job's own doing, not its pilot's or a cancel's."""
-    failure = outcome["failure_class"]
-    return (
-        failure is not None
-        and failure != FailureClass.CANCELLED.value
-        and not (FailureClass(failure).transient)
-    )
