@@ -430,3 +430,16 @@ def test_a_real_run_never_runs_more_than_the_limit_of_a_label(tmp_path: Path, pi
     limited, run_id = _overlap_run(tmp_path / "limited", {"db": 2})
     assert limited == 2
     assert _most_handed_out(run_id) == 2
+
+
+def test_jobs_a_restart_finds_still_running_are_taken_out_of_the_queue():
+    """Reattached jobs run: never handed out again, and they count against their label."""
+    jobs = jobs_of(("a", "db"), ("b", "db"), ("c", "db"), ("d", "x"), ("e", "x"))
+    graph = JobGraph("t", jobs, max_running={"db": 2})
+    schedule = Schedule(graph)
+    assert schedule.take(["c", "e", "nowhere"]) == ["c", "e"]
+    assert schedule.state["c"] is RUNNING and schedule.state["e"] is RUNNING
+    taken = schedule.pop_ready(10)
+    assert "c" not in taken and "e" not in taken
+    assert sum(1 for name in taken if graph[name].label == "db") == 1  # c holds one slot
+    assert schedule.take(["d"]) == []  # taken already: running, not ready

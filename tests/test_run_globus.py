@@ -26,7 +26,7 @@ from helpers import run_pilot, write_workflow  # noqa: E402
 
 import executor  # noqa: E402
 from executor.model.states import RunState  # noqa: E402
-from executor.sites.globus_executor import JOURNAL  # noqa: E402
+from executor.sites.globus_journal import JOURNAL, read_journal  # noqa: E402
 
 if os.geteuid() != 0:
     pytest.skip(
@@ -387,6 +387,86 @@ def test_a_new_driver_reattaches_to_a_task_still_running_instead_of_running_it_a
     assert marker.read_text() == "ran\n"  # once: reattached, not sent again
     records = journal(run_dir)
     assert [r["event"] for r in records] == ["sent", "done"]
+
+
+def test_the_journal_names_each_bundle_still_out_once_by_its_latest_send(tmp_path: Path):
+    from executor.sites.globus_journal import unfinished_by_group
+
+    def sent(task: str, endpoint: str, members: list, at: float) -> dict:
+        return {"event": "sent", "task_id": task, "pool": "default", "endpoint_id": endpoint,
+                "task_group_id": f"group-{endpoint}", "members": members, "time": at}  # fmt: skip
+
+    path = tmp_path / JOURNAL
+    records = [
+        sent("t1", "A", [["x", 1]], 1.0),
+        sent("t2", "A", [["y", 1]], 2.0),
+        sent("t3", "B", [["x", 1]], 3.0),  # x sent again: A left the rotation
+        {"event": "done", "task_id": "t2"},
+        {**sent("t4", "A", [["z", 1]], 4.0), "pool": "big"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"event": "se')
+    groups = unfinished_by_group(path, "default")
+    assert {key: [r["task_id"] for r in found] for key, found in groups.items()} == {
+        ("B", "group-B"): ["t3"]
+    }
+
+
+def test_restart_after_a_driver_crash_reattaches_and_records_what_finished_meanwhile(
+    tmp_path: Path, env: dict, service: Path, endpoint: StandinEndpoint
+):
+    """`pilot restart` of a run whose driver was killed: the task still running is
+    reattached to (its job runs once), the one that finished while no driver ran is
+    recorded from the service, and the rest of the graph runs."""
+    import signal
+    import subprocess
+
+    from helpers import pilot_cmd, wait_for
+
+    site = write_site(tmp_path, endpoint.endpoint_id, pools={"default": {"workers": 2}})
+    ran, go = endpoint.home / "ran", endpoint.home / "go"
+    until_go = f"until [ -e {go} ]; do sleep 0.1; done"  # ends once the driver is dead
+    jobs = [
+        {"name": "quick", "command": f"echo quick >> {ran}; {until_go}; echo quick done"},
+        {"name": "slow", "command": f"echo slow >> {ran}; sleep 15; echo slow done"},
+        {"name": "last", "command": "echo last done", "after": ["quick", "slow"]},
+    ]
+    workflow = write_workflow(tmp_path, {"name": "crash-me", "jobs": jobs})
+    driver = subprocess.Popen(
+        pilot_cmd("submit", workflow, "--site", site), env=env, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    with driver:
+        run_id = driver.stdout.readline().split()[1]
+        run_dir = Path(env["PILOT_HOME"]) / "runs" / run_id
+
+        def both_out() -> bool:  # in one bundle or two: packing decides
+            out = read_journal(run_dir / "parsl" / JOURNAL).values()
+            sent = {m[0] for r in out for m in r["members"]}
+            return sent == {"quick", "slow"} and ran.exists() and len(ran.read_text().split()) == 2
+
+        wait_for(lambda: (run_dir / "parsl" / JOURNAL).exists() and both_out(), timeout=120,
+                 what="both jobs running on the endpoint and journaled")  # fmt: skip
+        driver.send_signal(signal.SIGKILL)
+        driver.communicate(timeout=60)
+    go.touch()
+    still_out = read_journal(run_dir / "parsl" / JOURNAL).values()  # not code_missing answers
+    quick_task = next(r["task_id"] for r in still_out if ["quick", 1] in r["members"])
+    wait_for(
+        lambda: (service / "results" / f"{quick_task}.json").exists(),
+        timeout=60, what="quick to finish on the endpoint while no driver runs",
+    )  # fmt: skip
+
+    restarted = run_pilot("restart", run_id, env=env, cwd=tmp_path, timeout=180)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "2 maybe still running on the site (reattaching)" in restarted.stderr
+    listing = json.loads(run_pilot("jobs", run_id, "--json", env=env).stdout)["jobs"]
+    assert {j["job"]: (j["state"], j["attempts"]) for j in listing} == {
+        "quick": ("succeeded", 1), "slow": ("succeeded", 1), "last": ("succeeded", 1),
+    }  # fmt: skip
+    assert sorted(ran.read_text().split()) == ["quick", "slow"]  # each ran once
+    for name in ("quick", "slow"):
+        logs = run_pilot("logs", run_id, name, env=env)
+        assert f"{name} done" in logs.stdout, logs.stdout + logs.stderr
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,12 @@ from executor.store.queries import (
     job_states,
     run_summary,
 )
-from executor.store.recorder import RunRecorder, claim_for_restart, create_run
+from executor.store.recorder import (
+    RunRecorder,
+    claim_for_restart,
+    create_run,
+    lose_running_attempts,
+)
 from executor.store.schema import MIGRATIONS, apply_migrations
 
 SEVEN_STATES = ["pending", "ready", "running", "succeeded", "failed", "blocked", "cancelled"]
@@ -447,6 +452,26 @@ def test_restart_resets_unfinished_jobs_and_keeps_succeeded(
         for r in store.query("SELECT job, state, failure_class FROM attempts")
     }
     assert attempts == {"busy": ("failed", "pilot_lost"), "done": ("succeeded", None)}
+
+
+def test_restart_keeps_attempts_the_site_still_runs_until_the_driver_reattaches(
+    store: Store, tmp_path: Path, dead_driver: dict[str, Any]
+) -> None:
+    # Globus Compute: the service runs a task on after its driver died.
+    _restartable_run(store, tmp_path, dead_driver)
+    recorder = RunRecorder(store, "run-1")
+    recorder.attempt_submitted("queued", 1, time.time())
+    recorder.flush()
+    claim_for_restart(store, "run-1", _this_process(), still_out={("busy", 1), ("queued", 1)})
+
+    def attempts() -> dict[str, tuple[str, str | None]]:
+        rows = store.query("SELECT job, state, failure_class FROM attempts WHERE job != 'done'")
+        return {r["job"]: (r["state"], r["failure_class"]) for r in rows}
+
+    assert attempts() == {"busy": ("running", None), "queued": ("running", None)}
+    # The new driver found only busy's task: queued's attempt is lost, and reruns.
+    assert lose_running_attempts(store, "run-1", "not found", keep=[("busy", 1)]) == 1
+    assert attempts() == {"busy": ("running", None), "queued": ("failed", "pilot_lost")}
 
 
 def test_restart_of_an_ended_run(store: Store, tmp_path: Path) -> None:

@@ -223,7 +223,12 @@ def restart(run: str, workflow: Path | None, detach: bool, db: Path | None) -> N
         click.echo(f"run {resumed.context.run_id}")
         click.echo(
             f"restarting: {resumed.to_run} job(s) to run, "
-            f"{resumed.already_succeeded} already succeeded",
+            f"{resumed.already_succeeded} already succeeded"
+            + (
+                f", {resumed.still_out} maybe still running on the site (reattaching)"
+                if resumed.still_out
+                else ""
+            ),
             err=True,
         )
         sys.stdout.flush()

@@ -79,6 +79,16 @@ class BundlesInFlight:
         code = self._delivery.payload(pool) if self._delivery else None
         self._submit(bundle_id, via, specs, code)
 
+    def adopt(
+        self, pool: str, members: list[tuple[str, int]], specs: list[JobSpec], future: Any
+    ) -> None:
+        """Take over a bundle a previous driver of the run sent (a restart reattached to
+        its task): from now on it is in flight like any other."""
+        bundle_id, self._next = self._next, self._next + 1
+        self._bundles[bundle_id] = Bundle(pool, members, specs, time.time(), pool)
+        self.load[pool] += 1
+        future.add_done_callback(lambda f, b=bundle_id: self._done.put((b, f)))
+
     def members_sent(self) -> Iterator[tuple[str, list[tuple[str, int]], float]]:
         """Each bundle in flight: its pool, its ``(job, attempt)`` members, when it was sent."""
         for bundle in list(self._bundles.values()):

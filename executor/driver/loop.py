@@ -45,8 +45,8 @@ from executor.policy.pools import PoolConfig, misfit_message, select_pool
 from executor.policy.run_end import final_run_state
 from executor.policy.schedule import Schedule
 from executor.sites.base import SiteConfig
-from executor.store.queries import HEARTBEAT_INTERVAL
-from executor.store.recorder import RunRecorder
+from executor.store.queries import HEARTBEAT_INTERVAL, running_attempts
+from executor.store.recorder import RunRecorder, lose_running_attempts
 from executor.worker.outcome import LoggedOutcome, StartRecord, failed, is_start
 from executor.worker.outcome_log import OutcomeReader
 from executor.worker.spec import JobSpec
@@ -59,6 +59,7 @@ CANCEL_GRACE_SECONDS = 8.0
 PARSL_SHUTDOWN_SECONDS = 30.0
 # How often, while bundles run, the driver reads the jobs that finished inside them.
 OUTCOME_POLL_SECONDS = 0.5
+REATTACHED = "reattached after a restart: its task was still out on the site"
 
 
 Progress = Callable[[dict[str, dict[str, int]]], None]
@@ -208,6 +209,7 @@ class Driver:
             "run %s: %d job(s) to run on site %r (pools: %s)", self.context.run_id,
             len(self.graph), self.site.name, ", ".join(p.name for p in self.site.pools),
         )  # fmt: skip
+        self._adopt_left_running()
         for name in self.schedule.initially_ready():
             self._record(name, JobState.READY)
         last_heartbeat = time.monotonic()
@@ -244,6 +246,51 @@ class Driver:
         abort = f": {self._settler.abort}" if self._settler.abort else ""
         logger.info("run %s ended %s%s", self.context.run_id, final, abort)
         return final
+
+    def _adopt_left_running(self) -> None:
+        """After a restart, take over the bundles a dead driver left running on the site
+        (Globus Compute tasks), instead of running their jobs again; those that finished
+        meanwhile return at once. Attempts the site kept for this and no task holds
+        any more are lost (they run again)."""
+        adoptable = {
+            pool: reattach
+            for pool, executor in self._executors.items()
+            if (reattach := getattr(executor, "reattach", None)) is not None
+        }
+        if not adoptable:
+            return
+        # Only attempts the restart kept running: not one a cancel already recorded.
+        running = running_attempts(self.recorder.store, self.context.run_id)
+        adopted: list[tuple[str, int]] = []
+        for pool, reattach in adoptable.items():
+            for members, future in reattach():
+                ours = [(n, a) for n, a in members if (n, a) in running]
+                taken = set(self.schedule.take(name for name, _ in ours))
+                members = [(n, a) for n, a in ours if n in taken]
+                if not members:
+                    continue
+                specs = []
+                for name, attempt in members:
+                    self._in_flight[name] = (attempt, pool)
+                    self._record(name, JobState.READY)  # the store has it pending
+                    self._record(name, JobState.RUNNING, attempts=attempt, detail=REATTACHED)
+                    specs.append(job_spec(
+                        self.graph[name], self.context, attempt,
+                        self._settler.memory(name) or self.site.pool(pool).memory,
+                        self.site.memory_tolerance, shared_filesystem=self.site.shared_filesystem,
+                    ))  # fmt: skip
+                self._bundles.adopt(pool, members, specs, future)
+                adopted += members
+        lost = lose_running_attempts(
+            self.recorder.store, self.context.run_id, keep=adopted,
+            message="the driver stopped before this attempt reported back, and its task "
+            "was not found on the site after the restart",
+        )  # fmt: skip
+        if adopted or lost:
+            logger.info(
+                "run %s: reattached to %d job(s) still out on the site; %d lost",
+                self.context.run_id, len(adopted), lost,
+            )  # fmt: skip
 
     def _pool_for(self, name: str) -> PoolConfig:
         job = self.graph[name]

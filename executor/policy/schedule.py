@@ -148,6 +148,37 @@ class Schedule:
             taken.append(name)
         return taken
 
+    def take(self, names: Iterable[str]) -> list[str]:
+        """Take these ready jobs out of the queue, running: a restart found them still
+        out on the site (its driver reattaches to them). Returns those that were ready.
+
+        A job of a throttled label counts as out, even over its label's limit.
+        """
+        wanted = {name for name in names if self.state.get(name) is JobState.READY}
+        if not wanted:
+            return []
+        self._ready = [entry for entry in self._ready if entry[1] not in wanted]
+        heapq.heapify(self._ready)
+        for label, held in self._held.items():
+            kept = [entry for entry in held if entry[1] not in wanted]
+            self._admitted[label] += len(held) - len(kept)
+            heapq.heapify(kept)
+            self._held[label] = kept
+        for name in wanted:
+            self.state[name] = JobState.RUNNING
+        # A label now over its limit holds back its worst-ranked jobs not yet handed out.
+        for label, limit in self._limit.items():
+            over = self._admitted[label] - limit
+            if over <= 0:
+                continue
+            queued = sorted(e for e in self._ready if self._throttled.get(e[1]) == label)
+            for entry in queued[::-1][:over]:
+                self._ready.remove(entry)
+                heapq.heappush(self._held[label], entry)
+                self._admitted[label] -= 1
+            heapq.heapify(self._ready)
+        return sorted(wanted, key=self._rank.__getitem__)
+
     def requeue(self, name: str) -> None:
         """Put a running job back in the ready queue (it will be retried)."""
         self._return(name)

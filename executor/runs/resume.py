@@ -34,6 +34,7 @@ class Resumed:
     attempts: dict[str, int]
     to_run: int
     session: ParslSession | None = None
+    still_out: int = 0  # of ``to_run``, jobs the site may still be running (reattached to)
 
 
 def resume_run(
@@ -67,7 +68,10 @@ def resume_run(
 
         revise_run(store, run, workflow)
         run = get_run(store, run["id"])
-    to_run = claim_for_restart(store, run["id"], driver_identity())
+    # Jobs a dead driver left running where a new one can reattach (Globus Compute
+    # tasks) keep their attempts running: the driver adopts them instead of rerunning.
+    still_out = SiteConfig.of_run(Path(run["run_dir"])).attempts_left_running(Path(run["run_dir"]))
+    to_run = claim_for_restart(store, run["id"], driver_identity(), still_out=still_out)
     session = start_parsl_for(store, run["id"]) if start_parsl else None
     try:
         resumed = load_run(store, run["id"], to_run=len(to_run))
@@ -75,7 +79,7 @@ def resume_run(
         if session is not None:
             session.stop()
         raise
-    return replace(resumed, session=session)
+    return replace(resumed, session=session, still_out=len(still_out))
 
 
 def recover_finished_jobs(store: Store, run: dict[str, Any]) -> int:

@@ -327,6 +327,12 @@ class SiteConfig:
         """
         return None
 
+    def attempts_left_running(self, run_dir: Path) -> set[tuple[str, int]]:
+        """The ``(job, attempt)`` pairs a dead driver of the run left running on the site
+        that a new driver can reattach to (its executors' ``reattach()``); none here:
+        what pilots run dies with them."""
+        return set()
+
     def clean_up_run(self, run_id: str) -> list[str]:
         """Remove what run ``run_id`` left on the site after its driver died; say what.
 

@@ -14,6 +14,7 @@ import importlib
 import platform
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from executor.errors import ConfigError, SiteError
@@ -201,6 +202,13 @@ class GlobusComputeSite(SiteConfig):
         from executor.sites.globus_executor import CANCEL_NOTE
 
         return CANCEL_NOTE
+
+    def attempts_left_running(self, run_dir: Path) -> set[tuple[str, int]]:
+        """The jobs of tasks the run's journal says were sent and never came back."""
+        from executor.sites.globus_journal import JOURNAL, read_journal
+
+        sent = read_journal(run_dir / "parsl" / JOURNAL)
+        return {(job, attempt) for record in sent.values() for job, attempt in record["members"]}
 
     def _new_sdk_executor(self, endpoint_id: str, **options: Any) -> Any:
         factory = _factory(self.executor_factory, self.source or f"site {self.name!r}")

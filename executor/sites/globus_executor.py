@@ -38,10 +38,10 @@ from parsl.executors import GlobusComputeExecutor
 
 from executor.errors import SiteError
 from executor.sites import globus_remote
+from executor.sites.globus_journal import JOURNAL, unfinished_by_group
 
 logger = logging.getLogger(__name__)
 
-JOURNAL = "globus-tasks.jsonl"
 # The first line of a log whose head was cut on the endpoint.
 CUT_NOTE = (
     "[pilot: {cut} earlier bytes of this log were cut on the endpoint; the last {kept} are kept]\n"
@@ -386,12 +386,7 @@ class PilotGlobusExecutor(GlobusComputeExecutor):
         of its outcomes (logs stored when they arrive), as :meth:`submit` returns.
         Finished tasks whose results the service still holds complete at once.
         """
-        sent = read_journal(self.journal) if self.journal else {}
-        by_group: dict[tuple[str, str], list[dict]] = {}
-        for record in sent.values():
-            if record.get("pool") == self.label and record.get("task_group_id"):
-                key = (record["endpoint_id"], record["task_group_id"])
-                by_group.setdefault(key, []).append(record)
+        by_group = unfinished_by_group(self.journal, self.label) if self.journal else {}
         found = []
         for (endpoint_id, group), records in by_group.items():
             endpoint = next((e for e in self.endpoints if e.endpoint_id == endpoint_id), None)
@@ -419,25 +414,6 @@ class PilotGlobusExecutor(GlobusComputeExecutor):
             return
         with self._lock, path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-
-
-def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """The tasks the journal says were sent and never came back, by task id."""
-    sent: dict[str, dict[str, Any]] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return sent
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a crash
-            continue
-        if record.get("event") == "sent":
-            sent[record["task_id"]] = record
-        elif record.get("event") == "done":
-            sent.pop(record.get("task_id"), None)
-    return sent
 
 
 def store_logs(outcomes: list[dict[str, Any]]) -> None:

@@ -235,6 +235,14 @@ def unfinished_jobs(store: Store, run_id: str) -> dict[str, int]:
     return {row["name"]: row["attempts"] for row in rows}
 
 
+def running_attempts(store: Store, run_id: str) -> set[tuple[str, int]]:
+    """The run's attempts recorded as running, as ``(job, attempt)``."""
+    rows = store.query(
+        "SELECT job, attempt FROM attempts WHERE run_id = ? AND state = 'running'", [run_id]
+    )
+    return {(row["job"], row["attempt"]) for row in rows}
+
+
 def succeeded_per_label(store: Store, run_id: str) -> dict[str, int]:
     """How many jobs of each label of the run succeeded (labels with none are left out)."""
     rows = store.query(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from executor.errors import RunStateError, StoreError
@@ -219,12 +219,21 @@ def create_run(store: Store, run: Mapping[str, Any], jobs: Iterable[tuple[str, s
     store.write(write)
 
 
-def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> list[str]:
+def claim_for_restart(
+    store: Store,
+    run_id: str,
+    driver: Mapping[str, Any],
+    still_out: Collection[tuple[str, int]] = (),
+) -> list[str]:
     """Take over a run for a new driver and reset every unfinished job to pending.
 
     Returns the names of the jobs that will run again: every job that may move to
     pending (:func:`executor.store.moves.move_all`), and those pending already.
     Succeeded jobs may not, so they keep their state and are never rerun.
+
+    Attempts the dead driver left running become ``pilot_lost``, except those in
+    ``still_out`` (``(job, attempt)``): the site says they may still be running, and
+    the new driver reattaches to them (or loses them with :func:`lose_running_attempts`).
     """
     now = time.time()
 
@@ -246,13 +255,7 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
                 (run_id, JobState.PENDING.value),
             )
         ]
-        # Attempts the dead driver left "running" never reported back.
-        conn.execute(
-            "UPDATE attempts SET state = 'failed', failure_class = 'pilot_lost', "
-            "message = 'the driver stopped before this attempt reported back', end = ? "
-            "WHERE run_id = ? AND state = 'running'",
-            (now, run_id),
-        )
+        _lose_running(conn, run_id, now, _DRIVER_STOPPED, keep=still_out)
         conn.execute(
             "UPDATE runs SET state = ?, host = ?, pid = ?, pid_started = ?, heartbeat = ?, "
             "started = ?, ended = NULL, restarts = restarts + 1, message = NULL WHERE id = ?",
@@ -273,6 +276,41 @@ def claim_for_restart(store: Store, run_id: str, driver: Mapping[str, Any]) -> l
         return names
 
     return store.write(write)
+
+
+_DRIVER_STOPPED = "the driver stopped before this attempt reported back"
+
+
+def lose_running_attempts(
+    store: Store, run_id: str, message: str, keep: Collection[tuple[str, int]] = ()
+) -> int:
+    """Mark the run's running attempts ``pilot_lost``, except ``keep``; how many were."""
+    return store.write(lambda conn: _lose_running(conn, run_id, time.time(), message, keep))
+
+
+def _lose_running(
+    conn: Any, run_id: str, now: float, message: str, keep: Collection[tuple[str, int]]
+) -> int:
+    if not keep:
+        return conn.execute(
+            "UPDATE attempts SET state = 'failed', failure_class = 'pilot_lost', "
+            "message = ?, end = ? WHERE run_id = ? AND state = 'running'",
+            (message, now, run_id),
+        ).rowcount
+    kept = set(keep)
+    lost = [
+        (job, attempt)
+        for job, attempt in conn.execute(
+            "SELECT job, attempt FROM attempts WHERE run_id = ? AND state = 'running'", (run_id,)
+        )
+        if (job, attempt) not in kept
+    ]
+    conn.executemany(
+        "UPDATE attempts SET state = 'failed', failure_class = 'pilot_lost', message = ?, "
+        "end = ? WHERE run_id = ? AND job = ? AND attempt = ?",
+        [(message, now, run_id, job, attempt) for job, attempt in lost],
+    )
+    return len(lost)
 
 
 def recover_outcomes(store: Store, run_id: str, records: Iterable[Mapping[str, Any]]) -> int:
