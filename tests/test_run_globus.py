@@ -131,6 +131,28 @@ def test_shell_and_function_jobs_complete_on_an_endpoint(
     assert (result.run_dir / "logs" / "sum" / "attempt-1.out").read_text() == "summarizing 21\n"
 
 
+def test_a_detached_run_completes_on_an_endpoint_and_reports(
+    tmp_path: Path, env: dict, endpoint: StandinEndpoint
+):
+    from helpers import status_json, wait_for
+
+    jobs = [{"name": f"echo-{i}", "command": f"echo {i}"} for i in range(3)]
+    workflow = write_workflow(tmp_path, {"name": "detached-globus", "jobs": jobs})
+    site = write_site(tmp_path, endpoint.endpoint_id)
+    submitted = run_pilot("submit", workflow, "--site", site, "--detach", env=env, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = run_id_of(submitted)
+    wait_for(
+        lambda: status_json(run_id, env=env)["state"] != "running",
+        timeout=120, what="the detached driver to finish",
+    )  # fmt: skip
+    status = status_json(run_id, env=env)
+    assert status["state"] == "succeeded" and status["jobs"]["succeeded"] == 3, status
+    assert run_pilot("logs", run_id, "echo-2", env=env).stdout.strip() == "2"
+    report = run_pilot("report", run_id, env=env)
+    assert report.returncode == 0 and "echo" in report.stdout, report.stderr
+
+
 def test_one_failing_job_in_a_bundle_leaves_the_others_results_and_its_remote_stderr(
     tmp_path: Path, env: dict, endpoint: StandinEndpoint
 ):
