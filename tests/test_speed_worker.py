@@ -251,3 +251,52 @@ def test_parsl_processes_start_without_the_optional_packages_they_never_use(tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "[]", "kubernetes"]
+
+
+_TYPE_PROBE = """
+import multiprocessing, sys, typeguard
+
+def checks(_):
+    sys.path.insert(0, HERE)
+    from jobcode import own  # a job's own module, decorated with @typechecked
+
+    from parsl.utils import get_all_checkpoints
+    try:
+        get_all_checkpoints(rundir=12345)  # an int where Parsl annotates str
+        parsl = "unchecked"
+    except typeguard.TypeCheckError:
+        parsl = "checked"
+    try:
+        own("a string")
+        mine = "unchecked"
+    except typeguard.TypeCheckError:
+        mine = "checked"
+    return f"parsl:{parsl} own:{mine}"
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        child = pool.map(checks, [0])[0]
+    print(checks(0), child)
+"""
+
+
+def test_parsl_processes_skip_parsls_import_time_type_checks_and_keep_everyone_elses(
+    tmp_path,
+) -> None:
+    """typeguard recompiles each of Parsl's decorated functions at import (about half of
+    a lean Parsl process's import time); a job's own decorations still check."""
+    script = tmp_path / "types.py"
+    script.write_text(f"HERE = {str(tmp_path)!r}\n" + _TYPE_PROBE)
+    (tmp_path / "jobcode.py").write_text(
+        "import typeguard\n\n@typeguard.typechecked\ndef own(x: int) -> int:\n    return x\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "executor.worker.lean_parsl", str(script)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["parsl:unchecked", "own:checked"] * 2
+    plain = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert plain.stdout.split() == ["parsl:checked", "own:checked"] * 2, plain.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.model.states import FailureClass
-from executor.worker.lean_parsl import SkipForParsl
+from executor.worker.lean_parsl import SkipForParsl, skip_parsl_type_checks
 from executor.worker.outcome import CodeMissing, Outcome, failed
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def import_parsl(site: Any) -> None:
         return
     if "parsl.dataflow.dflow" in sys.modules:
         return
+    skip_parsl_type_checks()  # for good: this process drives one run, pilot's own code
     finder = SkipForParsl()
     sys.meta_path.insert(0, finder)
     try:
