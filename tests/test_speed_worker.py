@@ -285,7 +285,7 @@ def test_parsl_processes_skip_parsls_import_time_type_checks_and_keep_everyone_e
 ) -> None:
     """typeguard recompiles each of Parsl's decorated functions at import (about half of
     a lean Parsl process's import time); a job's own decorations still check."""
-    script = tmp_path / "types.py"
+    script = tmp_path / "type_probe.py"  # not types.py: the script's directory leads sys.path
     script.write_text(f"HERE = {str(tmp_path)!r}\n" + _TYPE_PROBE)
     (tmp_path / "jobcode.py").write_text(
         "import typeguard\n\n@typeguard.typechecked\ndef own(x: int) -> int:\n    return x\n"

@@ -3,7 +3,9 @@
 plotly draws interactive charts from a JSON description in the browser: zooming into a
 Gantt chart of thousands of jobs works offline, and the same figure JSON serves the
 static report (inlined) and the dashboard (fetched). Each function returns a figure as a
-JSON-ready dict; ``plotly`` is imported here only, on first use.
+JSON-ready dict, written as plain data in plotly's figure schema: building them as
+``plotly.graph_objects`` validated every field and loaded the template on first use,
+0.25 s of a one-job run's exit. Only the template's JSON comes from the plotly package.
 
 User data (labels, job names, hosts) goes into figures HTML-escaped: plotly renders a
 subset of HTML in text and shows entities as characters, so an escaped
@@ -28,12 +30,23 @@ _LAYOUT = {
 }
 
 
-def _figure(data: list[Any], title: str, **layout: Any) -> dict[str, Any]:
-    import plotly.graph_objects as go
+_TEMPLATE: dict[str, Any] = {}
 
-    figure = go.Figure(data=data, layout={**_LAYOUT, "title": {"text": title}, **layout})
-    # Round-trip through plotly's encoder: plain JSON types only from here on.
-    return json.loads(figure.to_json())
+
+def _template(name: str) -> dict[str, Any]:
+    """A plotly template as the figure JSON holds it, read from plotly's package data."""
+    if name not in _TEMPLATE:
+        from importlib import resources
+
+        path = resources.files("plotly").joinpath("package_data", "templates", f"{name}.json")
+        _TEMPLATE[name] = json.loads(path.read_text())
+    return _TEMPLATE[name]
+
+
+def _figure(data: list[dict[str, Any]], title: str, **layout: Any) -> dict[str, Any]:
+    merged = {**_LAYOUT, "title": {"text": title}, **layout}
+    merged["template"] = _template(merged["template"])
+    return {"data": data, "layout": merged}
 
 
 def _text(value: Any) -> str:
@@ -42,8 +55,6 @@ def _text(value: Any) -> str:
 
 def gantt(store: Store, run_id: str, *, now: float, origin: float) -> dict[str, Any]:
     """Each attempt as a bar in its pilot's slot lane, coloured by label; failures in red."""
-    import plotly.graph_objects as go
-
     rows, total = activity.timeline_attempts(store, run_id, now=now)
     lanes = activity.assign_lanes(rows)
     by_trace: dict[str, list[dict[str, Any]]] = {}
@@ -53,7 +64,8 @@ def gantt(store: Store, run_id: str, *, now: float, origin: float) -> dict[str, 
     data = []
     for key, items in by_trace.items():
         data.append(
-            go.Bar(
+            dict(
+                type="bar",
                 name=_text(key),
                 orientation="h",
                 base=[r["start"] - origin for r in items],
@@ -82,19 +94,19 @@ def gantt(store: Store, run_id: str, *, now: float, origin: float) -> dict[str, 
 
 def busy(store: Store, run_id: str, *, now: float, origin: float) -> dict[str, Any]:
     """Running jobs and live pilots over time."""
-    import plotly.graph_objects as go
-
     series = activity.occupancy(store, run_id, now=now)
     pilots_note = "" if series["pilot_source"] == "pilots" else " (from the jobs they ran)"
     data = [
-        go.Scatter(
+        dict(
+            type="scatter",
             name="running jobs",
             x=[t - origin for t, _ in series["running"]],
             y=[n for _, n in series["running"]],
             line={"shape": "hv"},
             mode="lines",
         ),
-        go.Scatter(
+        dict(
+            type="scatter",
             name=f"live pilots{pilots_note}",
             x=[t - origin for t, _ in series["pilots"]],
             y=[n for _, n in series["pilots"]],
@@ -121,9 +133,7 @@ _NOT_RECORDED = {
 }  # fmt: skip
 
 
-def _boxes(stats: dict[str, dict[str, Any]], key: str) -> list[Any]:
-    import plotly.graph_objects as go
-
+def _boxes(stats: dict[str, dict[str, Any]], key: str) -> list[dict[str, Any]]:
     boxes = []
     for label, per in stats.items():
         summary = per[key]
@@ -132,8 +142,8 @@ def _boxes(stats: dict[str, dict[str, Any]], key: str) -> list[Any]:
         # Precomputed five-number summaries: the figure stays small for huge runs.
         name = f"{_text(label)} ({summary['n']})"
         boxes.append(
-            go.Box(
-                name=name, x=[name],
+            dict(
+                type="box", name=name, x=[name],
                 q1=[summary["q1"]], median=[summary["median"]], q3=[summary["q3"]],
                 lowerfence=[summary["min"]], upperfence=[summary["max"]],
                 mean=[summary["mean"]], boxpoints=False,
