@@ -140,6 +140,40 @@ def row_submit_latency(scratch: Path) -> tuple[str, float, float, str]:
     return "submit of 1 job to exit (s, lower is better)", ours, theirs, "target < 2 s"
 
 
+_MANY_PARSL_JOBS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from run import parsl_htex
+from parsl.app.bash import BashApp
+dfk = parsl_htex(Path({scratch!r}))
+app = BashApp(lambda: "true", data_flow_kernel=dfk)
+futures = [app() for _ in range({n})]
+for future in futures:
+    future.result()
+dfk.cleanup()
+"""
+
+
+def row_whole_process(n: int, scratch: Path) -> tuple[str, float, float, str]:
+    """``n`` `true` jobs as a new user meets them: process start to exit, start-up included."""
+    wf = scratch / f"true-{n}.yaml"
+    lines = ["name: many", "jobs:"]
+    lines += [f"  - {{name: true-{i}, command: 'true', label: 'true'}}" for i in range(n)]
+    wf.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "PILOT_HOME": str(_fresh(scratch))}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "executor", "submit", str(wf)], env=env, check=True,
+                   capture_output=True, cwd=scratch)  # fmt: skip
+    ours = time.perf_counter() - started
+    script = _MANY_PARSL_JOBS.format(here=str(HERE), scratch=str(_fresh(scratch)), n=n)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    theirs = time.perf_counter() - started
+    note = f"whole process: pilot {ours:.1f}s, parsl {theirs:.1f}s; target >= 4x (floor 3x)"
+    return f"{n:,} `true` shell jobs, whole process (jobs/s)", n / ours, n / theirs, note
+
+
 def row_montage(scratch: Path, scale: float) -> tuple[str, float, float, str]:
     """Makespan of the Montage trace, runtimes divided by ``scale``."""
     from executor.formats import load_workflow
@@ -411,6 +445,7 @@ def main() -> None:
         ("6", lambda s: row_restart(big, s)),
         ("7", lambda s: row_shipped(n, s)),
         ("8", lambda s: row_metadata(200 if args.quick else 1_000, s)),
+        ("9", lambda s: row_whole_process(800 if args.quick else 8_000, s)),
     ]
     wanted = set(args.only.split(",")) if args.only else {key for key, _ in rows}
     print(f"{'benchmark':58} {'pilot':>10} {'parsl':>10} {'ratio':>7}  note", flush=True)
