@@ -269,3 +269,40 @@ def test_shipped_code_reaches_a_slurm_pilot_with_the_bundles(
     results = {a["job"]: a["result"] for a in attempts_of(pilot_home, run_id)}
     assert results == {"f0": "0", "f1": "3", "f2": "6"}
     assert all(a["batch_job_id"] for a in attempts_of(pilot_home, run_id))
+
+
+# The pilot's worker pool: the process that started the job's worker (the job's parent).
+_POOL_COMMAND = "tr '\\0' ' ' < /proc/$(ps -o ppid= -p $PPID | tr -d ' ')/cmdline"
+
+
+@pytest.mark.parametrize("pool_elsewhere", [False, True], ids=["own-pool", "other-pool"])
+def test_a_slurm_pool_boots_lean_only_when_the_node_runs_the_drivers_own_pool_script(
+    tmp_path: Path, subprocess_env: dict, pilot_home: Path, pool_elsewhere: bool
+):
+    """A pool started through `executor.worker.lean_parsl` skips Parsl's unused
+    imports (seconds of each pilot's allocation); a node whose `worker_init` puts
+    another `process_worker_pool.py` first runs that one, as it would have."""
+    init = ""
+    if pool_elsewhere:
+        other = tmp_path / "other-bin"
+        other.mkdir()
+        real = subprocess.run(
+            ["bash", "-c", "command -v process_worker_pool.py"], env=subprocess_env,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        wrapper = other / "process_worker_pool.py"
+        wrapper.write_text(f'#!/bin/bash\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        init = f"export PATH={other}:$PATH"
+    site = write_site(tmp_path, worker_init=init)
+    path = write_workflow(
+        tmp_path, {"name": "lean", "jobs": [{"name": "j", "command": _POOL_COMMAND}]}
+    )
+
+    result = run_pilot("submit", path, "--site", site, env=subprocess_env, timeout=150)
+
+    assert result.returncode == 0, result.stderr
+    [attempt] = attempts_of(pilot_home, result.stdout.split()[1])
+    pool = Path(attempt["stdout"]).read_text()
+    assert "process_worker_pool.py" in pool, pool
+    assert ("executor.worker.lean_parsl" in pool) is not pool_elsewhere, pool

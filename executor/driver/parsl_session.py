@@ -9,7 +9,9 @@ both problems out of the driver's loop.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -109,9 +111,11 @@ def launch_lean(executor: Any, backend: str) -> None:
     :mod:`executor.worker.lean_parsl`: each of Parsl's processes then boots without the
     optional packages it never uses.
 
-    Only processes that run on this host with this interpreter (which has pilot): the
-    interchange always, a pool when the site is local. A command of another shape (a
-    site's own) is left as it is.
+    Only processes that run with this interpreter (which has pilot): the interchange
+    always; a local site's pool; a Slurm pool when the node, after ``worker_init``,
+    would run this interpreter's own pool script anyway (checked there, at the pilot's
+    start: a node that sees another environment runs its pool as before). A command of
+    another shape (a site's own) is left as it is.
     """
     command = list(getattr(executor, "interchange_launch_cmd", None) or ())
     if command and command[-1].endswith("interchange.py"):
@@ -121,11 +125,52 @@ def launch_lean(executor: Any, backend: str) -> None:
         elif len(command) == 1:
             executor.interchange_launch_cmd = [sys.executable, *_LEAN_LAUNCHER, command[0]]
     launch = getattr(executor, "launch_cmd", None)
-    pool = isinstance(launch, str) and launch.startswith("process_worker_pool.py ")
-    if backend == "local" and pool:
-        # A format template: braces in the interpreter's path must stay literal.
-        python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+    if not (isinstance(launch, str) and launch.startswith("process_worker_pool.py ")):
+        return
+    # A format template: braces in the interpreter's path must stay literal.
+    python = _template_literal(shlex.quote(sys.executable))
+    if backend == "local":
         executor.launch_cmd = f"{python} {' '.join(_LEAN_LAUNCHER)} {launch}"
+    elif backend == "slurm" and (script := _own_pool_script()) is not None:
+        # On the node, after `worker_init`, the pool is lean only when the pool Parsl
+        # would run there is this interpreter's own (the same file, so the same
+        # interpreter, Parsl and pilot); anything else runs as it would have.
+        here = _template_literal(shlex.quote(script))
+        rest = launch.removeprefix("process_worker_pool.py ")
+        executor.launch_cmd = (
+            f'if [ "$(command -v process_worker_pool.py)" = {here} ]; then '
+            f"exec {python} {' '.join(_LEAN_LAUNCHER)} {here} {rest}; fi; exec {launch}"
+        )
+
+
+def _template_literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _own_pool_script() -> str | None:
+    """The ``process_worker_pool.py`` on this process's PATH, when it runs with this very
+    interpreter (its ``#!`` line names it); else ``None``."""
+    script = shutil.which("process_worker_pool.py")
+    if script is None:
+        return None
+    try:
+        with open(script, "rb") as handle:
+            first = handle.readline(4096).decode(errors="replace")
+    except OSError:
+        return None
+    interpreter = first[2:].strip() if first.startswith("#!") else ""
+    if not interpreter or " " in interpreter:  # `#!/usr/bin/env python3`: not provably ours
+        return None
+    # The same file in the same directory: a venv's `python` links to its base
+    # interpreter, which is the same file but not the same environment.
+    try:
+        same = os.path.samefile(interpreter, sys.executable)
+    except OSError:
+        return None
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    if not same or os.path.dirname(os.path.abspath(interpreter)) != here:
+        return None
+    return os.path.abspath(script)
 
 
 def start_blocks_with_interchange(executor: Any, blocks: int) -> bool:
