@@ -239,9 +239,12 @@ def _paused(state: ScalingInput) -> str | None:
     return " and ".join(why) + "; not submitting more pilots (the pilot log says why)"
 
 
-#: Seconds a pilot must have idled before it may go ahead of ``idle_timeout`` (a
-#: bundle may be on its way to it as it reports idle).
-IDLE_GRACE = 3.0
+#: Seconds a pilot must have idled before it may go ahead of ``idle_timeout``: a
+#: worker between two bundles reports idle for a moment. Short, because every second
+#: of it is allocated and idle, once per pilot the graph no longer needs; a bundle on
+#: its way as the pilot is released does not die with it (the driver holds the pilot
+#: first, then cancels it only if still idle: ``release_idle_blocks``).
+IDLE_GRACE = 1.0
 
 
 def _wanted(jobs: float, seconds: float, min_work: float) -> float:
