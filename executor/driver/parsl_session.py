@@ -173,6 +173,10 @@ def _own_pool_script() -> str | None:
     return os.path.abspath(script)
 
 
+class _EarlyStartFailed(Exception):
+    """Parsl did not start with a worker port chosen ahead (its ``__cause__`` says why)."""
+
+
 def start_blocks_with_interchange(executor: Any, blocks: int) -> bool:
     """Make ``executor.start()`` launch its first ``blocks`` as it launches its interchange.
 
@@ -307,11 +311,42 @@ class ParslSession:
     def start(self) -> ParslSession:
         import_parsl(self.site)
         from parsl.app.python import PythonApp
-        from parsl.config import Config
-        from parsl.dataflow.dflow import DataFlowKernel
 
         from executor.errors import SiteError
         from executor.worker.bundle import run_bundle
+
+        self._log_handler = _parsl_log_handler(self.run_dir / "parsl" / "parsl.log")
+        try:
+            try:
+                executors = self._launch(early_ports=True)
+            except _EarlyStartFailed as failure:
+                # The worker port chosen ahead was free when chosen, but the interchange
+                # binds it a moment later: another process (a concurrent run, an outgoing
+                # connection given that ephemeral port) may have taken it. Once more,
+                # with Parsl choosing its own port as it binds it.
+                logger.warning(
+                    "starting with a worker port chosen ahead failed (%s); starting again "
+                    "with Parsl's own choice", failure.__cause__,
+                )  # fmt: skip
+                executors = self._launch(early_ports=False)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, _EarlyStartFailed) else exc
+            self.stop()
+            raise SiteError(f"site {self.site.name!r} could not start its pilots: {cause}") from exc
+        self.executors = {executor.label: executor for executor in executors}
+        # With a shipped runtime, bundles are calls of the built-in eval (shipping.runtime).
+        function = eval if self.site.ship_runtime else run_bundle
+        self.apps = {
+            label: PythonApp(function, data_flow_kernel=self.dfk, executors=[label])
+            for label in self.executors
+        }
+        return self
+
+    def _launch(self, early_ports: bool) -> list[Any]:
+        """Start a DataFlowKernel with the site's executors and their initial blocks; on a
+        failure, nothing of it is left running."""
+        from parsl.config import Config
+        from parsl.dataflow.dflow import DataFlowKernel
 
         executors = self.site.make_executors()
         config = Config(
@@ -323,13 +358,13 @@ class ParslSession:
             # long-lived process); this session owns one and closes it in stop().
             initialize_logging=False,
         )
-        self._log_handler = _parsl_log_handler(self.run_dir / "parsl" / "parsl.log")
         for executor in executors:
             launch_lean(executor, self.site.backend)
         early = {
             executor.label
             for executor in executors
-            if start_blocks_with_interchange(executor, self.site.init_blocks_of(executor.label))
+            if early_ports
+            and start_blocks_with_interchange(executor, self.site.init_blocks_of(executor.label))
         }
         try:
             with terminal_signals_blocked():
@@ -341,16 +376,13 @@ class ParslSession:
             if self.dfk is None:  # blocks may be up already, with no DataFlowKernel to stop them
                 for executor in executors:
                     kill_executor(executor)
-            self.stop()
-            raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
-        self.executors = {executor.label: executor for executor in executors}
-        # With a shipped runtime, bundles are calls of the built-in eval (shipping.runtime).
-        function = eval if self.site.ship_runtime else run_bundle
-        self.apps = {
-            label: PythonApp(function, data_flow_kernel=self.dfk, executors=[label])
-            for label in self.executors
-        }
-        return self
+            else:
+                dfk, self.dfk = self.dfk, None
+                stop_parsl(dfk, self.shutdown_seconds)
+            if early:
+                raise _EarlyStartFailed() from exc
+            raise
+        return executors
 
     def broken(self) -> bool:
         """Whether an interchange died (nothing can reach the pilots any more)."""
