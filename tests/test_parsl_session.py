@@ -38,3 +38,19 @@ def test_a_worker_port_taken_after_it_was_chosen_starts_parsl_with_its_own_choic
             assert executor.worker_port != port
             future = session.apps["default"]([])  # an empty bundle: the pool answers
             assert future.result(timeout=120) == []
+
+
+def test_a_site_that_cannot_start_says_why_after_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executor.errors import SiteError
+
+    def broken(executor, backend: str) -> None:
+        executor.interchange_launch_cmd = [str(tmp_path / "no-interchange")]
+
+    monkeypatch.setattr(parsl_session, "launch_lean", broken)
+    site = LocalSite(name="broken", pools=(PoolConfig(name="default", workers=1),))
+    session = parsl_session.ParslSession(site, tmp_path / "run", shutdown_seconds=10)
+    with pytest.raises(SiteError, match="'broken' could not start its pilots: .*no-interchange"):
+        session.start()
+    assert session.dfk is None

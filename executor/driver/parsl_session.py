@@ -329,10 +329,9 @@ class ParslSession:
                     "with Parsl's own choice", failure.__cause__,
                 )  # fmt: skip
                 executors = self._launch(early_ports=False)
-        except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, _EarlyStartFailed) else exc
+        except Exception as exc:  # the retry never starts early: a plain failure
             self.stop()
-            raise SiteError(f"site {self.site.name!r} could not start its pilots: {cause}") from exc
+            raise SiteError(f"site {self.site.name!r} could not start its pilots: {exc}") from exc
         self.executors = {executor.label: executor for executor in executors}
         # With a shipped runtime, bundles are calls of the built-in eval (shipping.runtime).
         function = eval if self.site.ship_runtime else run_bundle
