@@ -34,6 +34,7 @@ from executor.policy.packing import (
     bundle_slots,
     free_room,
     jobs_per_bundle,
+    most_that_fit,
     plan_submission,
 )
 
@@ -233,3 +234,26 @@ def test_jobs_per_bundle_stays_within_the_knobs(estimate, target, max_jobs, shar
 def test_room_is_two_bundles_per_worker_slot():
     assert bundle_slots(workers=4, max_blocks=3) == 24
     assert free_room({"a": 8, "b": 2}, {"a": 3, "b": 5}) == {"a": 5, "b": 0}
+
+
+@PROPERTY
+@given(rounds(), st.integers(0, 300))
+def test_one_pools_plan_is_the_same_from_a_prefix_that_holds_all_that_fit(case, extra):
+    """The driver passes a single pool's first :func:`most_that_fit` ready jobs (or
+    more) and counts the rest as unseen: the bundles, the order of what is put back and
+    the demand are those of the plan over every ready job."""
+    ready, slots, in_flight, estimates, policy, cluster_max = case
+    pool = next(iter(slots))
+    ready = [job._replace(pool=pool) for job in ready]
+    slots, in_flight = {pool: slots[pool]}, {pool: in_flight[pool]}
+    whole = plan(ready, slots, in_flight, estimates, policy, cluster_max)
+    seen = min(len(ready), most_that_fit(slots, in_flight, policy, cluster_max) + extra)
+
+    part = plan_submission(
+        ready[:seen], slots=slots, in_flight=in_flight, estimates=estimates, policy=policy,
+        cluster_max=cluster_max, unseen=len(ready) - seen,
+    )  # fmt: skip
+
+    assert part.bundles == whole.bundles
+    assert part.put_back + [job.name for job in ready[seen:]] == whole.put_back
+    assert part.waiting == whole.waiting

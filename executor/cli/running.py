@@ -90,22 +90,32 @@ def submit(
     from executor.driver.parsl_session import import_lean
     from executor.formats import load_workflow
     from executor.policy.pools import assign_pools
-    from executor.runs.start import start_run
+    from executor.runs.start import start_pilots_early, start_run
     from executor.sites import get_site
 
     import_lean()  # this process drives one run, on one site
     if driver_on and not detach:
         raise BadInput("--driver-on puts a detached driver in a batch job: add --detach")
-    graph = load_workflow(workflow, time_scale=time_scale)
-    if ship:
-        graph = graph.with_code(ship)
     site_config = get_site(site)
     driver_site = get_site(driver_on) if driver_on else None
-    assign_pools(graph, site_config.pools)  # a job that fits no pool is bad input: exit 2
     # A site file may name its group's shared database (`monitoring_db:`).
     store, locations = open_store(db, site_config.monitoring_db, create=True)
     with store:
-        context = start_run(graph, site_config, store, locations, source=workflow)
+        # A large workflow's pilots boot while it is read (a detached driver starts its own).
+        early = None if detach else start_pilots_early(site_config, locations, workflow)
+        try:
+            graph = load_workflow(workflow, time_scale=time_scale)
+            if ship:
+                graph = graph.with_code(ship)
+            assign_pools(graph, site_config.pools)  # a job that fits no pool: exit 2
+            reserved = (early.run_id, early.run_dir) if early else None
+            context = start_run(
+                graph, site_config, store, locations, source=workflow, reserved=reserved
+            )
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
         click.echo(f"run {context.run_id}")
         sys.stdout.flush()
         if context.shipment is not None:
@@ -114,7 +124,9 @@ def submit(
             _detach_to_batch(store, context.run_id, context.run_dir, driver_site)
         if detach:
             _detach(store, context.run_id, context.run_dir)
-        _drive_and_exit(store, graph, site_config, context)
+        _drive_and_exit(
+            store, graph, site_config, context, session=early.session if early else None
+        )
 
 
 def _detach_to_batch(store, run_id: str, run_dir: Path, driver_site) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from executor.driver.delivery import CodeDelivery
 from executor.shipping.runtime import bootstrap_call
 from executor.worker.spec import JobSpec
+from executor.worker.wire import PackedList
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class BundlesInFlight:
 
     def _submit(self, bundle_id: int, pool: str, specs: list[JobSpec], code: list | None) -> None:
         app = self._apps[pool]
+        specs = PackedList(specs)  # pickled by C, not by dill's pure-Python pickler
         if self._runtime_package is not None:
             future = app(*bootstrap_call(specs, code or [], self._runtime_package))
         elif code:

@@ -39,6 +39,7 @@ from executor.policy.packing import (
     RuntimeEstimates,
     bundle_slots,
     free_room,
+    most_that_fit,
     plan_submission,
 )
 from executor.policy.pools import PoolConfig, misfit_message, select_pool
@@ -130,6 +131,7 @@ class Driver:
         # Bundles each pool may hold at once (the packing policy's bundle slots).
         self._capacity = {p.name: bundle_slots(site.workers(p), p.max_blocks) for p in site.pools}
         self._waiting = dict.fromkeys(self._capacity, 0)  # ready, turned down for room
+        self._pool_of_shape: dict[tuple[int, int | None], PoolConfig] = {}  # (cores, memory)
         # What the store says, and so what progress shows: every unfinished job is
         # pending until run() records the initially ready ones.
         self._shown = ShownStates(graph, self.schedule.state, done_per_label)
@@ -294,10 +296,14 @@ class Driver:
 
     def _pool_for(self, name: str) -> PoolConfig:
         job = self.graph[name]
-        pool = select_pool(self.site.pools, job.cores, self._settler.memory(name))
-        if pool is None:  # validated at submit; escalation checks before retrying
-            memory = self._settler.memory(name)
-            raise SiteError(misfit_message(name, job.cores, memory, self.site.pools))
+        memory = self._settler.memory(name)
+        shape = (job.cores, memory)
+        pool = self._pool_of_shape.get(shape)
+        if pool is None:
+            pool = select_pool(self.site.pools, job.cores, memory)
+            if pool is None:  # validated at submit; escalation checks before retrying
+                raise SiteError(misfit_message(name, job.cores, memory, self.site.pools))
+            self._pool_of_shape[shape] = pool
         return pool
 
     def _submit_ready(self) -> None:
@@ -307,9 +313,18 @@ class Driver:
         ):
             return
         clustering = self.graph.clustering
+        cluster_max = clustering.max_size if clustering is not None else None
+        count = self.schedule.ready_count
+        # With one pool, jobs beyond what the free slots can take this round stay in the
+        # queue: taking all of thousands out and back at every round was, with many small
+        # jobs, the driver's largest cost per job. With several, any job may fit its own.
+        limit = count
+        if len(self._capacity) == 1:
+            fit = most_that_fit(self._capacity, self._bundles.load, self._packing, cluster_max)
+            limit = min(count, fit)
         ready = []  # ReadyJob fields, as plain tuples: thousands of them a round
         alone = []
-        for name in self.schedule.pop_ready(self.schedule.ready_count):
+        for name in self.schedule.pop_ready(limit):
             job = self.graph[name]
             if name in self._settler.alone:
                 alone.append((name, self._pool_for(name)))
@@ -328,7 +343,7 @@ class Driver:
         plan = plan_submission(
             ready, slots=self._capacity, in_flight=self._bundles.load,
             estimates=self._estimates.as_mapping(), policy=self._packing,
-            cluster_max=clustering.max_size if clustering is not None else None,
+            cluster_max=cluster_max, unseen=count - limit,
         )  # fmt: skip
         self._waiting = plan.waiting
         for pool, bundles in plan.bundles.items():

@@ -172,6 +172,7 @@ def plan_submission(
     estimates: Mapping[str, float],
     policy: PackingPolicy,
     cluster_max: int | None = None,
+    unseen: int = 0,
 ) -> Submission:
     """Decide which of the ``ready`` jobs go to their pools now.
 
@@ -187,12 +188,18 @@ def plan_submission(
 
     Every ready job is either in exactly one bundle or put back, and no pool is
     handed more bundles than its free slots.
+
+    With a single pool, the caller may pass only a prefix of the ready jobs, at least
+    :func:`most_that_fit` of them, and the count of the others as ``unseen``: the plan is
+    the same (they could not fit), and they count in the fair share and as waiting.
     """
     room = free_room(slots, in_flight)
-    share = fair_share(len(ready), sum(slots.values()))
+    if unseen and len(room) != 1:
+        raise ValueError("only a single pool's ready jobs may be passed in part")
+    share = fair_share(len(ready) + unseen, sum(slots.values()))
     sizes: dict[str, int] = {}
     used = dict.fromkeys(room, 0.0)
-    waiting = dict.fromkeys(room, 0)
+    waiting = dict.fromkeys(room, unseen)
     fitting: dict[str, list[tuple[str, str, str | None]]] = {}
     turned_down: list[str] = []
     for name, label, pool, key in ready:
@@ -225,6 +232,18 @@ def plan_submission(
         beyond.update(turned_down)
         put_back = [job[0] for job in ready if job[0] in beyond]
     return Submission(bundles, put_back, waiting)
+
+
+def most_that_fit(
+    slots: Mapping[str, int],
+    in_flight: Mapping[str, int],
+    policy: PackingPolicy,
+    cluster_max: int | None = None,
+) -> int:
+    """The most ready jobs one round of :func:`plan_submission` can hand out: every free
+    bundle slot filled with the largest bundle allowed."""
+    largest = cluster_max if cluster_max is not None else policy.max_jobs
+    return sum(free_room(slots, in_flight).values()) * max(1, largest)
 
 
 class RuntimeEstimates:

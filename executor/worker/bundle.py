@@ -39,6 +39,7 @@ from .outcome import (
 )
 from .spec import JobSpec
 from .watch import CancelMarker, Watch, kill_group
+from .wire import PackedList
 
 # Runs a function job in a fresh interpreter: reads the call from stdin, imports the
 # module from the working directory, and writes the JSON-encoded return value.
@@ -172,7 +173,7 @@ def run_bundle(
         if "code_missing" in ready:
             return cast(CodeMissing, ready)
         trees = [ready[item["sha256"]] for item in code if not item.get("runtime")]
-    outcomes = []
+    outcomes: list[Outcome] = []
     markers: dict[str | None, CancelMarker] = {}
     for spec in specs:
         path = spec.get("cancel_path")
@@ -183,7 +184,7 @@ def run_bundle(
         if log:
             record: LoggedOutcome = {"job": spec["job"], "attempt": spec["attempt"], **outcome}
             outcome_log.append(log, record)
-    return outcomes
+    return PackedList(outcomes)  # Parsl pickles it back by C, not by dill's pure Python
 
 
 def _run_one(spec: JobSpec, trees: list[str], cancel: CancelMarker) -> Outcome:
