@@ -434,6 +434,14 @@ def main() -> None:
         ("9", lambda s: row_whole_process(800 if args.quick else 8_000, s)),
     ]
     wanted = set(args.only.split(",")) if args.only else {key for key, _ in rows}
+    # Parsl's bytecode was compiled when pip installed it; pilot's, in an editable
+    # checkout with PYTHONDONTWRITEBYTECODE set, would be compiled afresh by every
+    # process. Compile it once, as `pip install .` does, so both start alike.
+    import compileall
+
+    import executor
+
+    compileall.compile_dir(str(Path(executor.__file__).parent), quiet=1)
     print(f"{'benchmark':58} {'pilot':>10} {'parsl':>10} {'ratio':>7}  note", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         for key, row in rows:
