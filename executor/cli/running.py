@@ -89,8 +89,9 @@ def submit(
     """
     from executor.driver.parsl_session import import_lean
     from executor.formats import load_workflow
+    from executor.model.graph import JobGraph
     from executor.policy.pools import assign_pools
-    from executor.runs.start import start_pilots_early, start_run
+    from executor.runs.start import start_pilots_early, start_run, worth_starting_early
     from executor.sites import get_site
 
     import_lean()  # this process drives one run, on one site
@@ -98,16 +99,24 @@ def submit(
         raise BadInput("--driver-on puts a detached driver in a batch job: add --detach")
     site_config = get_site(site)
     driver_site = get_site(driver_on) if driver_on else None
+    # A large workflow's pilots boot while it is read (a detached driver starts its own);
+    # a smaller one is read first, so bad input leaves nothing behind, not even a database.
+    early_start = not detach and worth_starting_early(workflow)
+
+    def read() -> JobGraph:
+        graph = load_workflow(workflow, time_scale=time_scale)
+        graph = graph.with_code(ship) if ship else graph
+        assign_pools(graph, site_config.pools)  # a job that fits no pool: exit 2
+        return graph
+
+    graph = None if early_start else read()
     # A site file may name its group's shared database (`monitoring_db:`).
     store, locations = open_store(db, site_config.monitoring_db, create=True)
     with store:
-        # A large workflow's pilots boot while it is read (a detached driver starts its own).
-        early = None if detach else start_pilots_early(site_config, locations, workflow)
+        early = start_pilots_early(site_config, locations) if early_start else None
         try:
-            graph = load_workflow(workflow, time_scale=time_scale)
-            if ship:
-                graph = graph.with_code(ship)
-            assign_pools(graph, site_config.pools)  # a job that fits no pool: exit 2
+            if graph is None:
+                graph = read()
             reserved = (early.run_id, early.run_dir) if early else None
             context = start_run(
                 graph, site_config, store, locations, source=workflow, reserved=reserved

@@ -141,18 +141,21 @@ class EarlyStart:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def start_pilots_early(site: SiteConfig, locations: Locations, workflow: Path) -> EarlyStart | None:
-    """Start the site's first pilots before reading ``workflow``, if it is large enough
-    to be worth it (:data:`EARLY_START_BYTES`); ``None`` otherwise.
+def worth_starting_early(workflow: Path) -> bool:
+    """Whether ``workflow`` is large enough that its pilots should boot while it is
+    read (:data:`EARLY_START_BYTES`)."""
+    try:
+        return workflow.stat().st_size >= EARLY_START_BYTES
+    except OSError:
+        return False  # reading it says what is wrong
+
+
+def start_pilots_early(site: SiteConfig, locations: Locations) -> EarlyStart:
+    """Start the site's first pilots in a new run directory, before the workflow is read.
 
     The caller reads the workflow, passes ``(run_id, run_dir)`` to :func:`start_run`
     and the session to the driver, or calls :meth:`EarlyStart.abandon` if anything fails.
     """
-    try:
-        if workflow.stat().st_size < EARLY_START_BYTES:
-            return None
-    except OSError:
-        return None  # reading it says what is wrong
     from executor.driver.loop import PARSL_SHUTDOWN_SECONDS
 
     run_id, run_dir = reserve_run_dir(locations)
