@@ -2,8 +2,9 @@
 
 Parsl serializes a task's arguments and its result with dill, whose pickler is
 ``pickle``'s pure-Python one: for a bundle of hundreds of job specs (dicts of a dozen
-fields each) that was the driver's largest single cost per job, and the worker paid
-it again, unpickling the specs and pickling the outcomes. A :class:`PackedList` is a
+fields each) that was the driver's largest single cost per job (14 ms for 500 specs,
+0.3 ms packed), and the worker paid it again pickling the outcomes (unpickling is C
+already). A :class:`PackedList` is a
 list that pickles as one call of the C ``pickle.loads`` on one ``bytes``, which dill
 copies whole, so the items are pickled and unpickled by the C implementation.
 
